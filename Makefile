@@ -29,8 +29,7 @@ test: $(BIN)/.installed
 
 execute: $(BIN)/.installed
 	@test -n "$(NB)" || { echo "usage: make execute NB=notebooks/NN_name.ipynb"; exit 2; }
-	COURSE_PROFILE=full $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-	  --ExecutePreprocessor.timeout=-1 "$(NB)"
+	COURSE_PROFILE=full $(BIN)/jupyter execute --inplace --timeout=-1 "$(NB)"
 
 clean:
 	rm -rf _build _static/mathjax .mathjax-tmp
