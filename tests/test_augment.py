@@ -1,0 +1,308 @@
+"""Tests for chapter 02's helpers: batched augmentations with parameters, the CIFAR ResNet-18, and the
+contrastive / i-Mix / AugSelf losses."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2 as T
+import torchvision.transforms.v2.functional as TF
+
+from helpers import augment, contrastive, resnet
+
+
+def _images(b=6, h=20, w=24, seed=0):
+    return torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------- crops
+
+def test_crop_boxes_are_valid_and_in_range():
+    g = torch.Generator().manual_seed(1)
+    boxes = augment.sample_crop_boxes(2000, 32, 40, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), generator=g)
+    top, left, h, w = boxes.unbind(1)
+    assert boxes.shape == (2000, 4)
+    assert torch.equal(boxes, boxes.round())
+    assert (h >= 1).all() and (w >= 1).all() and (top >= 0).all() and (left >= 0).all()
+    assert (top + h <= 32).all() and (left + w <= 40).all()
+    area = h * w / (32 * 40)
+    assert area.min() >= 0.15 and area.max() <= 1.0  # scale range, up to rounding
+    assert area.std() > 0.1  # the boxes really vary
+
+
+def test_crop_boxes_fall_back_to_centre_crop_like_torchvision():
+    # scale (1, 1) with a square-only ratio cannot fit a wide image: torchvision's fallback is a centred crop
+    boxes = augment.sample_crop_boxes(4, 10, 30, scale=(1.0, 1.0), ratio=(1.0, 1.0), generator=torch.Generator().manual_seed(0))
+    assert boxes.tolist() == [[0, 10, 10, 10]] * 4
+
+
+def test_crop_box_statistics_match_torchvision():
+    # same sampling rule: the mean area fraction of 4000 boxes agrees with torchvision's RandomResizedCrop
+    torch.manual_seed(0)
+    rrc = T.RandomResizedCrop(32, scale=(0.08, 1.0))
+    tv = torch.tensor([[p["height"] * p["width"] for p in [rrc.make_params([torch.zeros(3, 32, 32)])]][0]
+                       for _ in range(4000)], dtype=torch.float) / 1024
+    ours = augment.sample_crop_boxes(4000, 32, 32, generator=torch.Generator().manual_seed(0))
+    ours = ours[:, 2] * ours[:, 3] / 1024
+    assert abs(tv.mean() - ours.mean()) < 0.02
+
+
+@pytest.mark.parametrize("size", [(20, 24), (8, 8), (31, 17)])
+def test_resized_crop_reproduces_torchvision_with_reported_box(size):
+    x = _images()
+    g = torch.Generator().manual_seed(2)
+    boxes = augment.sample_crop_boxes(x.shape[0], 20, 24, scale=(0.1, 1.0), generator=g)
+    ours = augment.resized_crop(x, boxes, size)
+    for i in range(x.shape[0]):
+        t, l, h, w = (int(v) for v in boxes[i])
+        ref = TF.resized_crop(x[i], t, l, h, w, list(size), antialias=False)
+        torch.testing.assert_close(ours[i], ref, atol=2e-6, rtol=0)
+        if h <= size[0] and w <= size[1]:  # upsampling: torchvision's default antialias gives the same
+            ref_aa = TF.resized_crop(x[i], t, l, h, w, list(size))
+            torch.testing.assert_close(ours[i], ref_aa, atol=2e-5, rtol=0)
+
+
+def test_full_box_at_same_size_is_identity():
+    x = _images()
+    boxes = torch.tensor([[0, 0, 20, 24]] * x.shape[0], dtype=torch.float)
+    torch.testing.assert_close(augment.resized_crop(x, boxes, (20, 24)), x)
+
+
+def test_resized_crop_rejects_boxes_outside_the_image():
+    x = _images(b=2)
+    with pytest.raises(ValueError, match="inside"):
+        augment.resized_crop(x, torch.tensor([[0, 0, 21, 5], [0, 0, 4, 4]], dtype=torch.float), 8)
+    with pytest.raises(ValueError, match="boxes must have shape"):
+        augment.resized_crop(x, torch.zeros(3, 4), 8)
+
+
+# ----------------------------------------------------------------------------- flip and colour
+
+def test_hflip_matches_torchvision():
+    x = _images()
+    flags = torch.tensor([True, False, True, True, False, False])
+    out = augment.hflip(x, flags)
+    for i in range(6):
+        ref = TF.horizontal_flip(x[i]) if flags[i] else x[i]
+        assert torch.equal(out[i], ref)
+
+
+@pytest.mark.parametrize("name", ["brightness", "contrast", "saturation"])
+def test_blend_adjustments_match_torchvision(name):
+    x = _images()
+    factors = torch.tensor([0.0, 0.5, 0.9, 1.0, 1.3, 2.0])
+    ours = getattr(augment, f"adjust_{name}")(x, factors)
+    for i in range(6):
+        ref = getattr(TF, f"adjust_{name}")(x[i], float(factors[i]))
+        torch.testing.assert_close(ours[i], ref, atol=1e-6, rtol=0)
+
+
+def test_hue_matches_torchvision():
+    x = _images()
+    x[0] = 0.5  # a grey image (zero saturation)
+    x[1, :, :4] = 1.0  # white patches
+    shifts = torch.tensor([0.1, -0.5, -0.2, 0.0, 0.3, 0.5])
+    ours = augment.adjust_hue(x, shifts)
+    for i in range(6):
+        ref = TF.adjust_hue(x[i], float(shifts[i]))
+        torch.testing.assert_close(ours[i], ref, atol=1e-5, rtol=0)
+
+
+def test_grayscale_matches_torchvision():
+    x = _images()
+    flags = torch.tensor([True, False] * 3)
+    out = augment.grayscale(x, flags)
+    for i in range(6):
+        ref = TF.rgb_to_grayscale(x[i], num_output_channels=3) if flags[i] else x[i]
+        torch.testing.assert_close(out[i], ref, atol=1e-6, rtol=0)
+
+
+def test_color_jitter_equals_torchvision_adjust_chain():
+    x = _images()
+    g = torch.Generator().manual_seed(3)
+    p = augment.sample_params(6, 20, 24, jitter_p=1.0, generator=g)
+    ours = augment.color_jitter(x, p.jitter)
+    for i in range(6):
+        b, c, s, h = p.jitter[i].tolist()
+        ref = TF.adjust_hue(TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(x[i], b), c), s), h)
+        torch.testing.assert_close(ours[i], ref, atol=1e-5, rtol=0)
+
+
+def test_identity_jitter_leaves_images_unchanged():
+    x = _images()
+    ident = torch.tensor([augment.IDENTITY_JITTER] * 6)
+    torch.testing.assert_close(augment.color_jitter(x, ident), x, atol=1e-6, rtol=0)
+
+
+def test_bad_hue_shift_and_bad_channels_raise():
+    with pytest.raises(ValueError, match="hue"):
+        augment.adjust_hue(_images(b=1), 0.7)
+    with pytest.raises(ValueError, match="channels"):
+        augment.adjust_saturation(torch.rand(2, 1, 4, 4), 0.5)
+    with pytest.raises(ValueError, match="float"):
+        augment.adjust_brightness(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), 0.5)
+
+
+# ----------------------------------------------------------------------------- the whole pipeline
+
+def test_params_ranges_and_probabilities():
+    p = augment.sample_params(4000, 32, 32, strength=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, gray_p=0.2,
+                              generator=torch.Generator().manual_seed(4))
+    applied = p.jitter_applied
+    assert abs(applied.float().mean() - 0.8) < 0.03
+    assert abs(p.gray.float().mean() - 0.2) < 0.03
+    assert abs(p.flip.float().mean() - 0.5) < 0.03
+    j = p.jitter[applied]
+    assert j[:, 0].min() >= 0.6 and j[:, 0].max() <= 1.4
+    assert j[:, 2].min() >= 0.8 and j[:, 2].max() <= 1.2
+    assert j[:, 3].abs().max() <= 0.1
+    assert torch.equal(p.jitter[~applied], torch.tensor(augment.IDENTITY_JITTER).expand(int((~applied).sum()), 4))
+
+
+def test_views_are_reproduced_by_torchvision_from_reported_params():
+    x = _images(b=5, h=16, w=16)
+    views, p = augment.simclr_views(x, torch.Generator().manual_seed(5), size=16, jitter_p=0.6, gray_p=0.5)
+    assert views.shape == (5, 3, 16, 16)
+    for i in range(5):
+        q = p.index(i)
+        ref = TF.resized_crop(x[i], q["top"], q["left"], q["height"], q["width"], [16, 16])
+        if q["flip"]:
+            ref = TF.horizontal_flip(ref)
+        ref = TF.adjust_brightness(ref, q["brightness"])
+        ref = TF.adjust_contrast(ref, q["contrast"])
+        ref = TF.adjust_saturation(ref, q["saturation"])
+        ref = TF.adjust_hue(ref, q["hue"])
+        if q["gray"]:
+            ref = TF.rgb_to_grayscale(ref, num_output_channels=3)
+        torch.testing.assert_close(views[i], ref, atol=1e-4, rtol=0)
+
+
+def test_views_deterministic_under_generator_and_differ_across_seeds():
+    x = (torch.rand(8, 3, 12, 12) * 255).to(torch.uint8)
+    a, pa = augment.simclr_views(x, torch.Generator().manual_seed(7))
+    b, pb = augment.simclr_views(x, torch.Generator().manual_seed(7))
+    c, _ = augment.simclr_views(x, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and torch.equal(pa.boxes, pb.boxes) and torch.equal(pa.jitter, pb.jitter)
+    assert not torch.equal(a, c)
+    assert a.dtype == torch.float32 and 0 <= a.min() and a.max() <= 1
+
+
+def test_augself_targets():
+    h = w = 32
+    # view 1: left half, unflipped, brightness 1.4; view 2: full image, flipped, no jitter
+    p1 = augment.ViewParams(torch.tensor([[0., 0., 32., 16.]]), torch.tensor([False]),
+                            torch.tensor([[1.4, 1.0, 1.0, 0.1]]), torch.tensor([True]), torch.tensor([False]), (h, w))
+    p2 = augment.ViewParams(torch.tensor([[8., 8., 16., 16.]]), torch.tensor([True]),
+                            torch.tensor([[1.0, 1.0, 1.0, 0.0]]), torch.tensor([False]), torch.tensor([False]), (h, w))
+    t = augment.augself_targets(p1, p2)
+    # centres: view 1 (0.5, 0.25); view 2 (0.5, 0.5) mirrored → (0.5, 0.5); sizes (1, .5) vs (.5, .5)
+    torch.testing.assert_close(t["crop"], torch.tensor([[0.0, -0.25, 0.5, 0.0]]))
+    # colour: (1.4 - 1) / 0.8 = 0.5 for brightness, 0.1 / 0.2 = 0.5 for hue, identity → 0
+    torch.testing.assert_close(t["color"], torch.tensor([[0.5, 0.0, 0.0, 0.5]]))
+    # antisymmetric, and the flip mirrors the centre: a flipped left crop sits on the right
+    t21 = augment.augself_targets(p2, p1)
+    torch.testing.assert_close(t21["crop"], -t["crop"])
+    p1f = augment.ViewParams(p1.boxes, torch.tensor([True]), p1.jitter, p1.jitter_applied, p1.gray, (h, w))
+    assert augment.augself_targets(p1f, p2)["crop"][0, 1].item() == pytest.approx(0.25)
+
+
+def test_augself_targets_in_range_for_random_views():
+    g = torch.Generator().manual_seed(9)
+    p1, p2 = (augment.sample_params(2000, 32, 32, generator=g) for _ in range(2))
+    t = augment.augself_targets(p1, p2)
+    for v in t.values():
+        assert v.shape == (2000, 4) and v.abs().max() <= 1.0 + 1e-6
+    assert t["crop"].std() > 0.05 and t["color"].std() > 0.05
+
+
+# ----------------------------------------------------------------------------- the encoder
+
+def test_cifar_resnet18_shapes_and_size():
+    net = resnet.resnet18()
+    n_params = sum(p.numel() for p in net.parameters())
+    assert 11.1e6 < n_params < 11.2e6  # the CIFAR ResNet-18 has 11.17 M parameters
+    assert net.stem[0].kernel_size == (3, 3) and net.stem[0].stride == (1, 1)
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in net.modules())
+    small = resnet.resnet18(width=4, in_channels=1).eval()
+    assert small(torch.rand(2, 1, 28, 28)).shape == (2, 32)
+    with pytest.raises(ValueError, match="width"):
+        resnet.resnet18(width=0)
+
+
+# ----------------------------------------------------------------------------- losses
+
+def _naive_nt_xent(z1, z2, t):
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    n = z1.shape[0]
+    total = 0.0
+    for i in range(2 * n):
+        pos = (i + n) % (2 * n)
+        sims = torch.stack([z[i] @ z[j] / t for j in range(2 * n) if j != i])
+        total += -(z[i] @ z[pos] / t - torch.logsumexp(sims, 0))
+    return total / (2 * n)
+
+
+def test_nt_xent_matches_naive_definition():
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g)
+    torch.testing.assert_close(contrastive.nt_xent(z1, z2, 0.3), _naive_nt_xent(z1, z2, 0.3))
+
+
+def test_info_nce_is_cross_entropy_over_keys_and_rewards_alignment():
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    logits = F.normalize(q, dim=1) @ F.normalize(k, dim=1).T / 0.5
+    ref = -torch.log_softmax(logits, dim=1).diagonal().mean()
+    torch.testing.assert_close(contrastive.info_nce(q, k, 0.5), ref)
+    assert contrastive.info_nce(k, k, 0.1) < contrastive.info_nce(q, k, 0.1)
+
+
+def test_imix_loss_equals_info_nce_at_lambda_one():
+    g = torch.Generator().manual_seed(2)
+    q, k = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
+    perm = torch.randperm(8, generator=g)
+    torch.testing.assert_close(contrastive.imix_loss(q, k, perm, 1.0, 0.2), contrastive.info_nce(q, k, 0.2))
+    torch.testing.assert_close(contrastive.imix_loss(q, k, perm, torch.ones(8), 0.2), contrastive.info_nce(q, k, 0.2))
+    # at λ = 0 the virtual label is the partner's: InfoNCE against the permuted keys
+    torch.testing.assert_close(contrastive.imix_loss(q, k, perm, 0.0, 0.2),
+                               contrastive.info_nce(q, k[perm], 0.2), rtol=1e-5, atol=1e-6)
+
+
+def test_imix_loss_is_linear_in_lambda():
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
+    perm = torch.randperm(8, generator=g)
+    l0, l1, lh = (contrastive.imix_loss(q, k, perm, v) for v in (0.0, 1.0, 0.3))
+    torch.testing.assert_close(lh, 0.3 * l1 + 0.7 * l0)
+
+
+def test_mix_is_convex_and_deterministic():
+    x = torch.randn(64, 10)
+    a, perm, lam = contrastive.mix(x, 1.0, torch.Generator().manual_seed(4))
+    b, perm_b, lam_b = contrastive.mix(x, 1.0, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and torch.equal(perm, perm_b)
+    assert (lam >= 0.5).all() and (lam <= 1).all()
+    torch.testing.assert_close(a, lam[:, None] * x + (1 - lam[:, None]) * x[perm])
+    assert sorted(perm.tolist()) == list(range(64))
+
+
+def test_sample_beta_moments():
+    for alpha in (0.5, 1.0, 2.0):
+        s = contrastive.sample_beta(20000, alpha, torch.Generator().manual_seed(5))
+        var = 1 / (4 * (2 * alpha + 1))  # variance of Beta(α, α)
+        assert abs(s.mean() - 0.5) < 0.01 and abs(s.var() - var) < 0.01
+    with pytest.raises(ValueError, match="alpha"):
+        contrastive.sample_beta(4, 0.0)
+
+
+def test_augself_loss_and_errors():
+    t = {"crop": torch.full((4, 4), 0.5), "color": torch.zeros(4, 4)}
+    perfect = {"crop": torch.full((4, 4), math.atanh(0.5)), "color": torch.zeros(4, 4)}
+    assert contrastive.augself_loss(perfect, t, {"crop": 1.0, "color": 1.0}).item() == pytest.approx(0, abs=1e-7)
+    zero = {"crop": torch.zeros(4, 4), "color": torch.zeros(4, 4)}
+    assert contrastive.augself_loss(zero, t, {"crop": 2.0}).item() == pytest.approx(2 * 0.25)
+    with pytest.raises(ValueError, match="missing"):
+        contrastive.augself_loss(zero, t, {"flip": 1.0})
+    with pytest.raises(ValueError, match="temperature"):
+        contrastive.info_nce(torch.randn(2, 3), torch.randn(2, 3), 0.0)
