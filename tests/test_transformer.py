@@ -1,0 +1,288 @@
+"""Tests for helpers.transformer (chapter 04): the paper-faithful references against torch's own
+attention and layer norm, the masks, the efficient blocks against the references, and the causal
+property of the GPT-style decoder."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from helpers import transformer as tr
+
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """Parity in float64 (to ~1e-10, not float32 rounding); restore the default afterwards."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def _heads_from_mha(mha: nn.MultiheadAttention):
+    """Split nn.MultiheadAttention's packed weights into the paper's per-head (W_q, b_q, W_k, b_k, W_v, b_v)."""
+    e, h = mha.embed_dim, mha.num_heads
+    hd = e // h
+    if mha._qkv_same_embed_dim:
+        wq, wk, wv = mha.in_proj_weight.split(e)
+    else:
+        wq, wk, wv = mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight
+    bq, bk, bv = mha.in_proj_bias.split(e)
+    sl = [slice(i * hd, (i + 1) * hd) for i in range(h)]
+    return [(wq[s], bq[s], wk[s], bk[s], wv[s], bv[s]) for s in sl]
+
+
+def _heads_from_efficient(m: tr.MultiHeadAttention):
+    e, h = m.d_model, m.n_head
+    hd = e // h
+    if m.cross:
+        wq, bq = m.q.weight, m.q.bias
+        wk, wv = m.kv.weight.split(e)
+        bk, bv = m.kv.bias.split(e)
+    else:
+        wq, wk, wv = m.qkv.weight.split(e)
+        bq, bk, bv = m.qkv.bias.split(e)
+    sl = [slice(i * hd, (i + 1) * hd) for i in range(h)]
+    return [(wq[s], bq[s], wk[s], bk[s], wv[s], bv[s]) for s in sl]
+
+
+# ---------------------------------------------------------------- masks
+
+
+def test_masks_orientation_and_values():
+    m = tr.unidirectional_mask(4)
+    assert m.shape == (4, 4) and m.dtype == torch.bool
+    # Mask[t_z, t_x] = [t_z <= t_x]: query 0 sees only token 0, the last query sees everything
+    assert m[:, 0].tolist() == [True, False, False, False]
+    assert m[:, 3].all()
+    assert torch.equal(m, torch.ones(4, 4, dtype=torch.bool).triu())
+    c = tr.bidirectional_mask(3, 5)
+    assert c.shape == (3, 5) and c.all()
+    with pytest.raises(ValueError, match="0"):
+        tr.unidirectional_mask(0)
+    with pytest.raises(ValueError, match="-2"):
+        tr.bidirectional_mask(3, -2)
+
+
+# ---------------------------------------------------------------- Algorithm 4 vs SDPA
+
+
+@pytest.mark.parametrize("kind", ["bidirectional", "unidirectional", "cross"])
+def test_attention_matches_sdpa(kind):
+    g = torch.Generator().manual_seed(0)
+    b, d_x, d_z, d_attn, d_out, l_x = 2, 6, 5, 4, 3, 7
+    l_z = 9 if kind == "cross" else l_x
+    if kind != "cross":
+        d_z = d_x
+    x = torch.randn(b, l_x, d_x, generator=g)  # rows
+    z = torch.randn(b, l_z, d_z, generator=g) if kind == "cross" else x
+    w_q, w_k = torch.randn(d_attn, d_x, generator=g), torch.randn(d_attn, d_z, generator=g)
+    w_v = torch.randn(d_out, d_z, generator=g)
+    b_q, b_k, b_v = torch.randn(d_attn, generator=g), torch.randn(d_attn, generator=g), torch.randn(d_out, generator=g)
+    if kind == "unidirectional":
+        mask = tr.unidirectional_mask(l_x)
+    elif kind == "cross":  # cross-attention with the last two context tokens padded away in sequence 0
+        mask = tr.bidirectional_mask(l_z, l_x).repeat(b, 1, 1)
+        mask[0, -2:, :] = False
+    else:
+        mask = tr.bidirectional_mask(l_z, l_x)
+    ours, weights = tr.attention(x.mT, z.mT, w_q, b_q, w_k, b_k, w_v, b_v, mask, return_weights=True)
+    q, k, v = x @ w_q.T + b_q, z @ w_k.T + b_k, z @ w_v.T + b_v
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.mT)  # rows; its mask is (l_x, l_z)
+    torch.testing.assert_close(ours.mT, ref)
+    torch.testing.assert_close(weights.sum(dim=-2), torch.ones(b, l_x))  # columns are distributions
+    assert (weights[~mask.expand_as(weights)] == 0).all()  # forbidden pairs get exactly zero weight
+    assert (weights[mask.expand_as(weights)] > 0).all()
+
+
+def test_attention_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="shapes"):
+        tr.attention(torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(2, 5), torch.zeros(2), torch.zeros(2, 3),
+                     torch.zeros(2), torch.zeros(2, 3), torch.zeros(2))
+
+
+# ---------------------------------------------------------------- Algorithm 5 vs nn.MultiheadAttention
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_mh_attention_matches_nn_multiheadattention(causal):
+    torch.manual_seed(1)
+    e, h, b, l = 12, 3, 2, 6
+    mha = nn.MultiheadAttention(e, h, batch_first=True)
+    nn.init.normal_(mha.in_proj_bias)
+    nn.init.normal_(mha.out_proj.bias)
+    x = torch.randn(b, l, e)
+    mask = tr.unidirectional_mask(l) if causal else None
+    ref, _ = mha(x, x, x, attn_mask=None if mask is None else ~mask.mT, need_weights=False)  # True = blocked
+    ours = tr.mh_attention(x.mT, x.mT, _heads_from_mha(mha), mha.out_proj.weight, mha.out_proj.bias, mask)
+    torch.testing.assert_close(ours.mT, ref)
+
+
+def test_mh_attention_cross_matches_nn_multiheadattention():
+    torch.manual_seed(2)
+    e, d_z, h, b, l_x, l_z = 8, 5, 2, 3, 4, 7
+    mha = nn.MultiheadAttention(e, h, batch_first=True, kdim=d_z, vdim=d_z)
+    nn.init.normal_(mha.in_proj_bias)
+    x, z = torch.randn(b, l_x, e), torch.randn(b, l_z, d_z)
+    ref, _ = mha(x, z, z, need_weights=False)
+    ours = tr.mh_attention(x.mT, z.mT, _heads_from_mha(mha), mha.out_proj.weight, mha.out_proj.bias)
+    torch.testing.assert_close(ours.mT, ref)
+
+
+# ---------------------------------------------------------------- Algorithm 6 vs F.layer_norm
+
+
+def test_layer_norm_matches_torch():
+    torch.manual_seed(3)
+    e, gamma, beta = torch.randn(4, 5, 16) * 3 + 1, torch.randn(16), torch.randn(16)
+    torch.testing.assert_close(tr.layer_norm(e, gamma, beta), F.layer_norm(e, (16,), gamma, beta, eps=1e-5))
+    out = tr.layer_norm(e, torch.ones(16), torch.zeros(16), eps=0.0)  # the paper's formula: mean 0, variance 1
+    torch.testing.assert_close(out.mean(-1), torch.zeros(4, 5))
+    torch.testing.assert_close(out.var(-1, unbiased=False), torch.ones(4, 5))
+    with pytest.raises(ValueError, match="-1"):
+        tr.layer_norm(e, gamma, beta, eps=-1.0)
+
+
+# ---------------------------------------------------------------- efficient vs reference
+
+
+def test_efficient_self_attention_matches_reference():
+    torch.manual_seed(4)
+    m = tr.MultiHeadAttention(12, 4)
+    for p in m.parameters():
+        nn.init.normal_(p, 0, 0.5)
+    x = torch.randn(2, 5, 12)
+    for causal, mask in ((False, None), (True, tr.unidirectional_mask(5))):
+        ours = m(x, causal=causal)
+        ref = tr.mh_attention(x.mT, x.mT, _heads_from_efficient(m), m.proj.weight, m.proj.bias, mask).mT
+        torch.testing.assert_close(ours, ref)
+        explicit, w = m(x, causal=causal, need_weights=True)  # the attention-map path gives the same output
+        torch.testing.assert_close(explicit, ref)
+        assert w.shape == (2, 4, 5, 5)
+        if causal:
+            assert (w.triu(1) == 0).all()
+
+
+def test_efficient_cross_attention_with_padding_matches_reference():
+    torch.manual_seed(5)
+    m = tr.MultiHeadAttention(8, 2, cross=True, d_context=6)
+    for p in m.parameters():
+        nn.init.normal_(p, 0, 0.5)
+    x, z = torch.randn(3, 4, 8), torch.randn(3, 7, 6)
+    lengths = torch.tensor([7, 3, 5])
+    keep = tr.padding_mask(lengths)  # (B, 1, 1, S)
+    ours = m(x, z, attn_mask=keep)
+    paper_mask = keep[:, 0, 0, :, None].expand(3, 7, 4)  # (B, l_z, l_x)
+    ref = tr.mh_attention(x.mT, z.mT, _heads_from_efficient(m), m.proj.weight, m.proj.bias, paper_mask).mT
+    torch.testing.assert_close(ours, ref)
+    with pytest.raises(ValueError, match="context"):
+        m(x)
+
+
+def _reference_gpt_logits(model: tr.GPT, idx: torch.Tensor) -> torch.Tensor:
+    """Algorithm 10 built from the references, with the efficient model's weights (column convention)."""
+    cfg = model.cfg
+    l = idx.shape[1]
+    x = (model.tok_emb.weight[idx] + model.pos_emb.weight[:l]).mT  # (B, d_e, l): e_t = W_e[:, x_t] + W_p[:, t]
+    mask = tr.unidirectional_mask(l)
+
+    def ln(t, mod):
+        return tr.layer_norm(t.mT, mod.weight, mod.bias if mod.bias is not None else torch.zeros_like(mod.weight)).mT
+
+    for blk in model.blocks:
+        a = blk.attn
+        x = x + tr.mh_attention(ln(x, blk.ln1), ln(x, blk.ln1), _heads_from_efficient(a), a.proj.weight,
+                                a.proj.bias, mask)
+        hid = F.gelu(blk.mlp.fc.weight @ ln(x, blk.ln2) + blk.mlp.fc.bias[:, None])
+        x = x + blk.mlp.proj.weight @ hid + blk.mlp.proj.bias[:, None]
+    x = ln(x, model.ln_f)
+    return (model.lm_head.weight @ x).mT  # (B, l, V)
+
+
+def test_gpt_matches_paper_dtransformer():
+    torch.manual_seed(6)
+    model = tr.GPT(tr.GPTConfig(vocab_size=11, context=8, n_layer=2, n_head=2, d_model=8, dropout=0.0,
+                                bias=True)).eval()
+    for p in model.parameters():
+        nn.init.normal_(p, 0, 0.3)
+    idx = torch.randint(0, 11, (2, 8))
+    torch.testing.assert_close(model(idx), _reference_gpt_logits(model, idx))
+
+
+def test_gpt_is_causal():
+    torch.manual_seed(7)
+    model = tr.GPT(tr.GPTConfig(vocab_size=13, context=10, n_layer=2, n_head=2, d_model=8, dropout=0.0)).eval()
+    idx = torch.randint(0, 13, (1, 10))
+    base = model(idx)
+    for t in range(10):
+        changed = idx.clone()
+        changed[0, t] = (changed[0, t] + 1) % 13
+        out = model(changed)
+        torch.testing.assert_close(out[:, :t], base[:, :t], rtol=0, atol=0)  # the past never moves
+        assert not torch.allclose(out[:, t], base[:, t])  # the changed position itself does
+
+
+def test_gpt_loss_at_init_and_shapes():
+    torch.manual_seed(8)
+    cfg = tr.GPTConfig(vocab_size=50, context=16, n_layer=2, n_head=4, d_model=32, dropout=0.0)
+    model = tr.GPT(cfg)
+    idx, targets = torch.randint(0, 50, (3, 16)), torch.randint(0, 50, (3, 16))
+    logits, loss = model(idx, targets)
+    assert logits.shape == (3, 16, 50)
+    assert abs(loss.item() - math.log(50)) < 0.1  # small init: close to the uniform distribution
+    assert model.lm_head.weight is model.tok_emb.weight
+    maps = model.attention_maps(idx)
+    assert len(maps) == 2 and maps[0].shape == (3, 4, 16, 16)
+    torch.testing.assert_close(maps[0].sum(-1), torch.ones(3, 4, 16))
+    with pytest.raises(ValueError, match="17"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_generate_is_deterministic_given_a_generator():
+    torch.manual_seed(9)
+    model = tr.GPT(tr.GPTConfig(vocab_size=20, context=8, n_layer=1, n_head=2, d_model=16, dropout=0.0)).eval()
+    start = torch.zeros(2, 1, dtype=torch.long)
+    a = model.generate(start, 12, temperature=0.8, generator=torch.Generator().manual_seed(1))
+    b = model.generate(start, 12, temperature=0.8, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (2, 13) and torch.equal(a, b)  # runs past the context of 8: crops correctly
+    with pytest.raises(ValueError, match="0"):
+        model.generate(start, 3, temperature=0.0)
+
+
+def test_encoder_ignores_padding_and_causal_flag():
+    torch.manual_seed(10)
+    enc = tr.Encoder(16, 2, 4).eval()
+    x = torch.randn(2, 6, 16)
+    keep = tr.padding_mask(torch.tensor([4, 6]))
+    y1 = enc(x, keep)
+    x2 = x.clone()
+    x2[0, 4:] = 100.0  # change sequence 0's padding
+    y2 = enc(x2, keep)
+    torch.testing.assert_close(y1[0, :4], y2[0, :4])
+    causal = tr.Encoder(16, 1, 4, causal=True).eval()
+    x3 = x.clone()
+    x3[:, -1] += 1.0
+    torch.testing.assert_close(causal(x)[:, :-1], causal(x3)[:, :-1])
+
+
+def test_nanogpt_size_and_flops():
+    model = tr.GPT(tr.GPTConfig())  # nanoGPT shakespeare_char reports 10.65M parameters
+    n = tr.count_params(model, exclude_positional=True)
+    assert round(n / 1e6, 2) == 10.65
+    assert tr.flops_per_token(n, 6, 384, 256) == pytest.approx(6 * n + 12 * 6 * 384 * 256)
+    with pytest.raises(ValueError, match="n_layer"):
+        tr.flops_per_token(n, 0, 384, 256)
+
+
+def test_bad_configs_raise():
+    with pytest.raises(ValueError, match="7"):
+        tr.MultiHeadAttention(10, 7)
+    with pytest.raises(ValueError, match="n_head"):
+        tr.GPTConfig(d_model=10, n_head=3)
+    with pytest.raises(ValueError, match="tanh"):
+        tr.MLP(4, 8, activation="tanh")
+    with pytest.raises(ValueError, match="0"):
+        tr.padding_mask(torch.tensor([3, 0]))
