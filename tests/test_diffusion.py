@@ -1,0 +1,288 @@
+"""Tests for helpers.diffusion: the schedule algebra of chapter 05 (DDPM / DDIM)."""
+
+import math
+import socket
+
+import pytest
+import torch
+
+from helpers import diffusion as D
+
+
+@pytest.fixture(scope="module")
+def lin() -> D.Schedule:
+    return D.make_schedule("linear", 1000)
+
+
+@pytest.fixture(scope="module")
+def cos() -> D.Schedule:
+    return D.make_schedule("cosine", 1000)
+
+
+# ---------------------------------------------------------------- schedules
+
+
+def test_linear_betas_match_the_paper():
+    betas = D.linear_betas(1000)
+    assert betas.dtype == torch.float64 and betas.shape == (1000,)
+    assert betas[0].item() == pytest.approx(1e-4) and betas[-1].item() == pytest.approx(0.02)
+    assert torch.allclose(betas, torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_schedule_monotone_and_in_range(kind):
+    s = D.make_schedule(kind, 1000)
+    assert ((s.betas > 0) & (s.betas < 1)).all()
+    assert (s.betas[1:] >= s.betas[:-1]).all(), "betas must not decrease"
+    assert (s.alpha_bars[1:] < s.alpha_bars[:-1]).all(), "alpha_bar must strictly decrease"
+    assert 0.99 < s.alpha_bars[0].item() <= 1 and s.alpha_bars[-1].item() < 1e-4
+    assert (s.snr[1:] < s.snr[:-1]).all()
+    assert ((s.posterior_variance >= 0) & (s.posterior_variance <= s.betas)).all()
+    assert s.posterior_variance[0].item() == 0.0
+
+
+def test_cosine_alpha_bar_is_the_squared_cosine(cos):
+    t = torch.arange(1, 1001, dtype=torch.float64) / 1000
+    f = torch.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2 / math.cos(0.008 / 1.008 * math.pi / 2) ** 2
+    # equal until the max_beta clip bites in the last few steps
+    assert torch.allclose(cos.alpha_bars[:990], f[:990], rtol=1e-9)
+    assert cos.betas.max().item() <= 0.999
+
+
+def test_cosine_destroys_information_more_slowly(lin, cos):
+    # Nichol & Dhariwal's point: the linear schedule is already near pure noise well before T.
+    t = 600
+    assert cos.alpha_bars[t] > 5 * lin.alpha_bars[t]
+
+
+def test_schedule_tables_are_consistent(lin):
+    assert torch.allclose(lin.alpha_bars, torch.cumprod(1 - lin.betas, 0))
+    assert torch.allclose(lin.alpha_bars_prev[1:], lin.alpha_bars[:-1]) and lin.alpha_bars_prev[0] == 1
+    assert torch.allclose(lin.snr, lin.alpha_bars / (1 - lin.alpha_bars))
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_bad_T_raises(bad):
+    with pytest.raises(ValueError, match=str(bad)):
+        D.linear_betas(bad)
+
+
+def test_bad_inputs_raise_value_errors_naming_the_value(lin):
+    with pytest.raises(ValueError, match="0.5"):
+        D.linear_betas(10, beta_start=0.5, beta_end=0.1)
+    with pytest.raises(ValueError, match="1.5"):
+        D.Schedule(torch.tensor([0.1, 1.5]))
+    with pytest.raises(ValueError, match="sigmoid"):
+        D.make_schedule("sigmoid", 10)
+    x = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match="1000"):
+        D.q_sample(lin, x, torch.tensor([0, 1, 2, 1000]), torch.zeros_like(x))
+    with pytest.raises(ValueError, match=r"\(4, 3\)"):
+        D.q_sample(lin, x, 0, torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="'fancy'"):
+        D.ddpm_step(lin, x, 5, x, variance="fancy")
+    with pytest.raises(ValueError, match="-0.5"):
+        D.ddim_sigma(lin, 5, 4, eta=-0.5)
+    with pytest.raises(ValueError, match="t_prev"):
+        D.ddim_sigma(lin, 5, 5, eta=0.0)
+    with pytest.raises(ValueError, match="2000"):
+        D.ddim_timesteps(1000, 2000)
+
+
+# ---------------------------------------------------------------- forward process
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_closed_form_matches_iterating_the_forward_process(kind):
+    """Run x_{t-1} -> x_t one step at a time and compare the sample mean/variance with Eq. (closed form).
+
+    T = 100 (linear betas scaled by 1000/T, as in Nichol & Dhariwal) keeps the test fast; the algebra is the same.
+    """
+    s = D.Schedule(D.linear_betas(100, 1e-3, 0.2)) if kind == "linear" else D.make_schedule("cosine", 100)
+    g = torch.Generator().manual_seed(0)
+    n = 16_000  # (N, 2) = 32k elements: below torch's parallel grain, so no thread-pool overhead
+    x0 = torch.tensor([1.5, -0.5]).repeat(n, 1).double()  # (N, 2): two different starting points
+    x = x0.clone()
+    for t in range(s.T):
+        x = D.q_step(s, x, t, torch.randn(x.shape, generator=g, dtype=torch.float64))
+        if t in (0, 5, 20, 50, 99):
+            ab = s.alpha_bars[t].item()
+            mean, var = x.mean(0), x.var(0)
+            se_mean, se_var = math.sqrt(1 / n), (1 - ab) * math.sqrt(2 / n)
+            assert torch.allclose(mean, math.sqrt(ab) * x0[0], atol=5 * se_mean), (t, mean)
+            assert torch.allclose(var, torch.full_like(var, 1 - ab), rtol=0, atol=5 * se_var), (t, var)
+
+
+def test_closed_form_sample_statistics(cos):
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.full((30_000, 1), 0.7, dtype=torch.float64)
+    t = 300
+    xt = D.q_sample(cos, x0, t, torch.randn(x0.shape, generator=g, dtype=torch.float64))
+    ab = cos.alpha_bars[t].item()
+    assert xt.mean().item() == pytest.approx(math.sqrt(ab) * 0.7, abs=0.02)
+    assert xt.var().item() == pytest.approx(1 - ab, rel=0.03)
+
+
+def test_q_sample_per_sample_timesteps_and_shapes(lin):
+    x0 = torch.randn(3, 1, 8, 8)
+    eps = torch.randn_like(x0)
+    t = torch.tensor([0, 500, 999])
+    xt = D.q_sample(lin, x0, t, eps)
+    assert xt.shape == x0.shape and xt.dtype == x0.dtype
+    for i in range(3):
+        ab = lin.alpha_bars[t[i]].float()
+        assert torch.allclose(xt[i], ab.sqrt() * x0[i] + (1 - ab).sqrt() * eps[i], atol=1e-6)
+    assert torch.allclose(D.predict_x0(lin, xt, t, eps), x0, atol=1e-3)
+
+
+def test_schedule_to_device_keeps_values(lin):
+    moved = lin.to("cpu")
+    assert moved.T == lin.T and torch.equal(moved.alpha_bars, lin.alpha_bars)
+    assert moved.device == torch.device("cpu")
+
+
+# ---------------------------------------------------------------- posterior
+
+
+def test_posterior_variance_formula(lin):
+    beta_tilde = (1 - lin.alpha_bars_prev) / (1 - lin.alpha_bars) * lin.betas
+    assert torch.allclose(lin.posterior_variance, beta_tilde)
+    x = torch.zeros(5, 3)
+    t = torch.tensor([0, 1, 10, 500, 999])
+    _, var = D.q_posterior(lin, x, x, t)
+    assert var.shape == (5, 1)
+    assert torch.allclose(var.squeeze(1).double(), beta_tilde[t].double(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("t", [1, 50, 700, 999])
+def test_posterior_equals_bayes_rule_on_gaussians(lin, t):
+    """prior x_{t-1} ~ N(sqrt(ab_{t-1}) x0, 1-ab_{t-1}), likelihood x_t ~ N(sqrt(a_t) x_{t-1}, b_t)."""
+    x0 = torch.tensor([[0.3], [-1.2]], dtype=torch.float64)
+    xt = torch.tensor([[0.8], [0.1]], dtype=torch.float64)
+    ab_prev, a, b = lin.alpha_bars[t - 1], lin.alphas[t], lin.betas[t]
+    precision = 1 / (1 - ab_prev) + a / b
+    var = 1 / precision
+    mean = var * (ab_prev.sqrt() * x0 / (1 - ab_prev) + a.sqrt() * xt / b)
+    got_mean, got_var = D.q_posterior(lin, x0, xt, t)
+    assert torch.allclose(got_var, var.expand(2, 1), rtol=1e-10)
+    assert torch.allclose(got_mean, mean, rtol=1e-10)
+
+
+def test_posterior_variance_is_the_regression_residual_statistically(lin):
+    """Monte-Carlo Bayes: regress x_{t-1} on x_t over joint samples given x0; the residual variance is beta_tilde."""
+    g = torch.Generator().manual_seed(2)
+    t, n, x0 = 30, 32_000, 0.5
+    ab_prev = lin.alpha_bars[t - 1]
+    x_prev = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * torch.randn(n, generator=g, dtype=torch.float64)
+    xt = D.q_step(lin, x_prev[:, None], t, torch.randn(n, 1, generator=g, dtype=torch.float64))[:, 0]
+    cov = torch.cov(torch.stack([x_prev, xt]))
+    slope = cov[0, 1] / cov[1, 1]
+    residual_var = cov[0, 0] - slope * cov[0, 1]
+    assert residual_var.item() == pytest.approx(lin.posterior_variance[t].item(), rel=0.03)
+    assert slope.item() == pytest.approx(lin.posterior_coef_xt[t].item(), rel=0.03)
+
+
+# ---------------------------------------------------------------- samplers
+
+
+def test_ddpm_step_mean_is_posterior_mean_at_predicted_x0(lin):
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    eps = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    t = torch.tensor([1, 2, 50, 300, 800, 999])
+    xt = D.q_sample(lin, x0, t, eps)
+    mean_alg2 = D.ddpm_step(lin, xt, t, eps)  # noise=None: the mean
+    mean_post, _ = D.q_posterior(lin, x0, xt, t)
+    assert torch.allclose(mean_alg2, mean_post, atol=1e-8)
+    big = torch.full_like(xt, 10.0)
+    assert torch.allclose(D.ddpm_step(lin, xt, t, eps, clip=1e6), mean_post, atol=1e-6)
+    assert not torch.allclose(D.ddpm_step(lin, xt, t, big, clip=1.0), D.ddpm_step(lin, xt, t, big))
+
+
+def test_ddpm_step_noise_scale_and_last_step(lin):
+    xt = torch.zeros(2, 3, dtype=torch.float64)
+    eps = torch.zeros_like(xt)
+    z = torch.ones_like(xt)
+    out = D.ddpm_step(lin, xt, torch.tensor([0, 10]), eps, noise=z, variance="beta")
+    assert torch.all(out[0] == 0), "no noise at the last step"
+    assert torch.allclose(out[1], lin.betas[10].sqrt().expand(3))
+    out = D.ddpm_step(lin, xt, 10, eps, noise=z, variance="beta_tilde")
+    assert torch.allclose(out, lin.posterior_variance[10].sqrt().expand(2, 3))
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_ddim_eta_one_equals_ddpm_posterior_variance(kind):
+    s = D.make_schedule(kind, 1000)
+    t = torch.arange(1, 1000)
+    sigma = D.ddim_sigma(s, t, t - 1, eta=1.0)
+    assert torch.allclose(sigma**2, s.posterior_variance[1:], rtol=1e-8)
+    assert torch.all(D.ddim_sigma(s, t, t - 1, eta=0.0) == 0)
+
+
+def test_ddim_eta_one_step_is_the_ddpm_step(lin):
+    g = torch.Generator().manual_seed(4)
+    xt = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    eps = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    z = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    for t in (1, 20, 500, 999):
+        ddim = D.ddim_step(lin, xt, t, t - 1, eps, eta=1.0, noise=z)
+        ddpm = D.ddpm_step(lin, xt, t, eps, noise=z, variance="beta_tilde")
+        assert torch.allclose(ddim, ddpm, atol=1e-9), t
+
+
+def test_ddim_eta_zero_is_deterministic_and_exact_on_true_noise(lin):
+    """With the true epsilon, a deterministic DDIM jump lands exactly on the closed-form x_{t_prev}."""
+    x0 = torch.randn(4, 1, 4, 4, dtype=torch.float64)
+    eps = torch.randn_like(x0)
+    xt = D.q_sample(lin, x0, 900, eps)
+    x_prev = D.ddim_step(lin, xt, 900, 400, eps, eta=0.0)
+    assert torch.allclose(x_prev, D.q_sample(lin, x0, 400, eps), atol=1e-9)
+    assert torch.allclose(D.ddim_step(lin, xt, 900, -1, eps), x0, atol=1e-9)
+    with pytest.raises(ValueError, match="noise"):
+        D.ddim_step(lin, xt, 900, 400, eps, eta=0.5)
+
+
+def test_ddim_timesteps():
+    assert D.ddim_timesteps(1000, 1000) == list(range(999, -1, -1))
+    ts = D.ddim_timesteps(1000, 10)
+    assert len(ts) == 10 and ts[0] == 999 and ts[-1] == 0
+    assert all(a > b for a, b in zip(ts, ts[1:]))
+
+
+# ---------------------------------------------------------------- Fréchet distance
+
+
+def test_frechet_distance_closed_forms():
+    mu = torch.tensor([1.0, 2.0, 3.0])
+    a = torch.randn(3, 3, generator=torch.Generator().manual_seed(5))
+    cov = a @ a.T + torch.eye(3)
+    assert D.frechet_distance(mu, cov, mu, cov) == pytest.approx(0.0, abs=1e-6)
+    # diagonal covariances: sum (m1-m2)^2 + (s1-s2)^2
+    d1, d2 = torch.tensor([1.0, 4.0, 9.0]), torch.tensor([4.0, 4.0, 1.0])
+    expected = (mu - 0).square().sum() + (d1.sqrt() - d2.sqrt()).square().sum()
+    got = D.frechet_distance(mu, torch.diag(d1), torch.zeros(3), torch.diag(d2))
+    assert got == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_frechet_distance_matches_torchmetrics():
+    fid = pytest.importorskip("torchmetrics.image.fid")
+    g = torch.Generator().manual_seed(6)
+    f1 = torch.randn(500, 16, generator=g, dtype=torch.float64)
+    f2 = torch.randn(500, 16, generator=g, dtype=torch.float64) @ torch.randn(16, 16, generator=g, dtype=torch.float64) + 0.3
+    mu1, c1 = D.gaussian_stats(f1)
+    mu2, c2 = D.gaussian_stats(f2)
+    assert torch.allclose(c1, torch.cov(f1.T))
+    ref = fid._compute_fid(mu1, c1, mu2, c2).item()
+    assert D.frechet_distance(mu1, c1, mu2, c2) == pytest.approx(ref, rel=1e-6)
+
+
+def test_inception_check_never_opens_a_connection(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.delenv("COURSE_DOWNLOAD", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: "/nonexistent-hub-dir")
+    ok, why = D.inception_fid_available()
+    assert ok is False and isinstance(why, str) and why
