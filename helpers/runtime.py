@@ -37,10 +37,24 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def autocast(device: torch.device | str):
-    """bf16 autocast on CUDA; a no-op elsewhere (CPU bf16 is slow and changes the numbers)."""
+def bf16_supported(device: torch.device | str) -> bool:
+    """True on CUDA GPUs with native bfloat16 (Ampere and newer: A100, H100, L4; not a Colab T4)."""
     device = torch.device(device)
-    if device.type == "cuda":
+    if device.type != "cuda":
+        return False
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # older torch without the keyword
+        return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def autocast(device: torch.device | str):
+    """bf16 autocast on CUDA GPUs that support it natively; a no-op elsewhere.
+
+    On the CPU bf16 is slow and changes the numbers; on a pre-Ampere GPU (a Colab T4) it would be
+    emulated, so those run in float32 (TF32 is not available there either) and simply take longer.
+    """
+    if bf16_supported(device):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
