@@ -101,4 +101,4 @@ class GpuLoader:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())  # RNG states are CPU ByteTensors

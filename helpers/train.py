@@ -45,9 +45,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(_to_tuple(state["python"]))
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def _to_tuple(x):
@@ -110,11 +110,16 @@ class Checkpoint:
             self.save(step, **extra)
         return due
 
-    def resume(self, map_location: str | torch.device | None = None) -> int:
-        """Load the checkpoint if there is one and return its step (0 when starting fresh)."""
+    def resume(self) -> int:
+        """Load the checkpoint if there is one and return its step (0 when starting fresh).
+
+        Everything is loaded onto the CPU: ``load_state_dict`` copies weights into parameters wherever
+        they live and optimizers move their state to their parameters' devices, while random-number
+        states must stay CPU ``ByteTensor``s (a CUDA ``map_location`` would break ``set_rng_state``).
+        """
         if not self.path.exists():
             return 0
-        blob = torch.load(self.path, map_location=map_location, weights_only=True)
+        blob = torch.load(self.path, map_location="cpu", weights_only=True)
         for name, obj in self.objects.items():
             if name not in blob:
                 raise ValueError(f"checkpoint {self.path} has no entry {name!r}; it has {sorted(blob)}")
