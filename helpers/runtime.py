@@ -24,6 +24,20 @@ def pick_device(prefer: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def setup(seed: int, device: str | None = None) -> torch.device:
+    """The first lines of every chapter: pick the device, seed everything, start a peak-memory
+    measurement and, on CUDA, enable cuDNN autotuning and TF32 matmuls; prints the device (chapter 00).
+    """
+    dev = pick_device(device)
+    seed_everything(seed)
+    reset_peak_memory(dev)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    print("device:", device_name(dev))
+    return dev
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (all devices); return a CPU ``torch.Generator`` seeded the same.
 

@@ -41,3 +41,13 @@ def test_env_report_and_timer(capsys):
 def test_maybe_compile_leaves_cpu_models_alone():
     model = torch.nn.Linear(2, 2)
     assert runtime.maybe_compile(model, "cpu") is model
+
+
+def test_setup_seeds_and_returns_the_device(capsys):
+    dev = runtime.setup(3, "cpu")
+    a = torch.randn(3)
+    assert dev == torch.device("cpu") and "device: CPU" in capsys.readouterr().out
+    runtime.setup(3, "cpu")
+    assert torch.equal(a, torch.randn(3))
+    with pytest.raises(ValueError, match="-5"):
+        runtime.setup(-5, "cpu")
