@@ -1,0 +1,92 @@
+"""Code paths that only a GPU exercises. Skipped on CPU machines (CI); run them first on a GPU box:
+``python -m pytest -p no:nbmake tests/test_cuda_paths.py`` (needs pytest there: ``EXTRA=pytest`` for
+``shared/gpu/prepare.sh``). Each is a cheap version of something a chapter's full profile relies on."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import fl, runtime
+from helpers import transformer as tr
+from helpers.loader import GpuLoader, random_crop_flip
+from helpers.train import Checkpoint
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+CUDA = torch.device("cuda")
+
+
+def test_gpu_loader_with_a_cuda_generator_resumes_exactly(tmp_path):
+    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    y = torch.arange(64)
+    loader = GpuLoader(x, y, 16, augment=random_crop_flip, device=CUDA, seed=1)
+    ckpt = Checkpoint(tmp_path / "g.pt", loader=loader)
+    ckpt.save(0)
+    first = [(xb.cpu(), yb.cpu()) for xb, yb in loader]
+    again = GpuLoader(x, y, 16, augment=random_crop_flip, device=CUDA, seed=99)
+    Checkpoint(tmp_path / "g.pt", loader=again).resume()  # loads onto the CPU, then restores CUDA states
+    second = [(xb.cpu(), yb.cpu()) for xb, yb in again]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, second))
+
+
+def test_checkpoint_restores_cuda_rng_and_optimizer_state(tmp_path):
+    model = torch.nn.Linear(4, 4).to(CUDA)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+    model(torch.randn(8, 4, device=CUDA)).sum().backward()
+    opt.step()
+    ckpt = Checkpoint(tmp_path / "c.pt", model=model, opt=opt)
+    ckpt.save(1)
+    expected = torch.randn(3, device=CUDA)
+    fresh = torch.nn.Linear(4, 4).to(CUDA)
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-2, fused=True)
+    assert Checkpoint(tmp_path / "c.pt", model=fresh, opt=fresh_opt).resume() == 1
+    assert torch.equal(torch.randn(3, device=CUDA), expected)
+    assert fresh_opt.state[fresh.weight]["exp_avg"].device.type == "cuda"
+    fresh(torch.randn(8, 4, device=CUDA)).sum().backward()
+    fresh_opt.step()  # fused AdamW needs its state on the parameters' device
+
+
+def test_bf16_autocast_and_compile_train_a_step():
+    runtime.setup(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10)).to(CUDA)
+    fast = runtime.maybe_compile(model, CUDA)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(32, 3, 16, 16, device=CUDA), torch.randint(0, 10, (32,), device=CUDA)
+    losses = []
+    for _ in range(5):
+        with runtime.autocast(CUDA):
+            loss = F.cross_entropy(fast(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert runtime.peak_memory_gb(CUDA) > 0
+
+
+@pytest.mark.parametrize("length", [5, 100])
+def test_compiled_sdpa_with_boolean_padding_masks(length):
+    """Chapter 07's full profile compiles attention with padding masks of odd lengths."""
+    mha = tr.MultiHeadAttention(256, 2, dropout=0.1).to(CUDA)
+    fast = torch.compile(mha)
+    x = torch.randn(16, length, 256, device=CUDA, requires_grad=True)
+    lengths = torch.randint(1, length + 1, (16,), device=CUDA)
+    with runtime.autocast(CUDA):
+        out = fast(x, attn_mask=tr.padding_mask(lengths, length))
+    out.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_vmapped_client_updates_match_the_loop_on_cuda():
+    """Chapter 01 trains all sampled clients at once with vmap through BatchNorm (cuDNN path)."""
+    torch.manual_seed(0)
+    net = fl.ConvNet4(width=16).to(CUDA)
+    params = fl.broadcast(fl.params_of(net), 3)
+    xs = torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8, device=CUDA)
+    ys = torch.randint(0, 10, (300,), device=CUDA)
+    parts = [torch.arange(100, device=CUDA) + 100 * k for k in range(3)]
+    batches = fl.client_batches(parts, 1, 20, torch.Generator(device=CUDA).manual_seed(0))
+    out, _ = fl.local_sgd(net, params, xs, ys, batches, trainable=list(params), lr=0.1, momentum=0.9)
+    ref, _ = fl.local_sgd_loop(net, params, xs, ys, batches, trainable=list(params), lr=0.1, momentum=0.9)
+    for name in out:
+        assert torch.allclose(out[name], ref[name], atol=1e-3, rtol=1e-3), name
