@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import ChecksumError, DataMissingError, cache_root, data_root, fetch
+from .data import ChecksumError, DataMissingError, cache_root, data_root, fetch, missing_error
 
 # ---------------------------------------------------------------- Flickr8k (Hodosh, Young & Hockenmaier 2013)
 
@@ -117,11 +117,9 @@ def flickr8k_image_names(captions: dict[str, list[str]]) -> list[str]:
 
 
 def _missing_flickr8k(path: Path) -> DataMissingError:
-    return DataMissingError(
-        f"Flickr8k: file not found: {path}\n"
-        f"  COURSE_DATA={os.environ.get('COURSE_DATA', '(unset)')} (data root: {data_root()}).\n"
-        f"  Flickr8k is not downloaded automatically (it is distributed for research use only); get it from "
-        f"{_FLICKR8K_URL} and put the course's layout flickr8k/Flickr8k_text/ and flickr8k/images/ there.")
+    return missing_error(path, _FLICKR8K_URL, "Flickr8k", hint=(
+        f"Flickr8k is not downloaded automatically (it is distributed for research use only); get it from "
+        f"{_FLICKR8K_URL} and put the course's layout flickr8k/Flickr8k_text/ and flickr8k/images/ there."))
 
 
 def _flickr8k_file(rel: str, md5: str) -> Path:

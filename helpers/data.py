@@ -73,12 +73,19 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
 
-def _missing(path: Path, url: str, what: str) -> DataMissingError:
+def missing_error(path: Path, url: str, what: str, hint: str | None = None) -> DataMissingError:
+    """The one error for a missing dataset file: names the file, ``COURSE_DATA`` and where to get it.
+
+    ``hint`` replaces the default last line ("download it from ``url``, or set COURSE_DOWNLOAD=1") for
+    datasets the course cannot download itself. Every loader (chapters 00, 03, 07) raises this.
+    """
+    how = hint or f"Download it from {url} into that folder, or set COURSE_DOWNLOAD=1 to let the course download it."
     return DataMissingError(
         f"{what}: file not found: {path}\n"
         f"  COURSE_DATA={os.environ.get('COURSE_DATA', '(unset)')} (data root: {data_root()}).\n"
-        f"  Download it from {url} into that folder, or set COURSE_DOWNLOAD=1 to let the course download it."
+        f"  {how}"
     )
+
 
 
 def fetch(relpath: str, md5: str, url: str, what: str) -> Path:
@@ -89,7 +96,7 @@ def fetch(relpath: str, md5: str, url: str, what: str) -> Path:
     path = data_root() / relpath
     if not path.exists():
         if not download_allowed():
-            raise _missing(path, url, what)
+            raise missing_error(path, url, what)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with urllib.request.urlopen(url, timeout=60) as response, tempfile.NamedTemporaryFile(
@@ -98,7 +105,7 @@ def fetch(relpath: str, md5: str, url: str, what: str) -> Path:
                 tmp.write(response.read())
             os.replace(tmp.name, path)
         except OSError as err:
-            raise _missing(path, url, f"{what} (download failed: {err})") from err
+            raise missing_error(path, url, f"{what} (download failed: {err})") from err
     actual = md5sum(path)
     if actual != md5:
         raise ChecksumError(f"{what}: {path} has MD5 {actual}, expected {md5}. Delete it and fetch it again.")
@@ -199,12 +206,12 @@ def load_cifar10(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
         try:
             _torchvision_download("CIFAR10")
         except OSError as err:
-            raise _missing(official, _CIFAR10_URL, f"CIFAR-10 (download failed: {err})") from err
+            raise missing_error(official, _CIFAR10_URL, f"CIFAR-10 (download failed: {err})") from err
     if official.exists():
         names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
         for n in names:
             if not (official / n).exists():
-                raise _missing(official / n, _CIFAR10_URL, "CIFAR-10")
+                raise missing_error(official / n, _CIFAR10_URL, "CIFAR-10")
             if md5sum(official / n) != _CIFAR10_MD5[n]:
                 raise ChecksumError(f"CIFAR-10: {official / n} has the wrong MD5 (expected {_CIFAR10_MD5[n]})")
         return _cifar_arrays([_unpickle(official / n) for n in names], "labels")
@@ -258,9 +265,9 @@ def load_cifar100(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
         try:
             _torchvision_download("CIFAR100")
         except OSError as err:
-            raise _missing(path, _CIFAR100_URL, f"CIFAR-100 (download failed: {err})") from err
+            raise missing_error(path, _CIFAR100_URL, f"CIFAR-100 (download failed: {err})") from err
     if not path.exists():
-        raise _missing(path, _CIFAR100_URL, "CIFAR-100")
+        raise missing_error(path, _CIFAR100_URL, "CIFAR-100")
     if md5sum(path) != _CIFAR100_MD5[split]:
         raise ChecksumError(f"CIFAR-100: {path} has the wrong MD5 (expected {_CIFAR100_MD5[split]})")
     return _cifar_arrays([_unpickle(path)], "fine_labels")

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import ChecksumError, DataMissingError, data_root, download_allowed
+from .data import ChecksumError, DataMissingError, data_root, download_allowed, missing_error
 
 # ------------------------------------------------------------------ the Free Spoken Digit Dataset (chapter 07, "Data")
 
@@ -86,12 +86,9 @@ def write_wav(path: str | os.PathLike, x: torch.Tensor, sample_rate: int) -> Non
 
 
 def _fsdd_missing(path: Path) -> DataMissingError:
-    return DataMissingError(
-        f"Free Spoken Digit Dataset: file not found: {path}\n"
-        f"  COURSE_DATA={os.environ.get('COURSE_DATA', '(unset)')} (data root: {data_root()}).\n"
-        f"  Put the recordings/ folder of {FSDD_URL} at {data_root() / FSDD_DIR}, "
-        f"or set COURSE_DOWNLOAD=1 to let the course download it."
-    )
+    return missing_error(path, FSDD_URL, "Free Spoken Digit Dataset", hint=(
+        f"Put the recordings/ folder of {FSDD_URL} at {data_root() / FSDD_DIR}, "
+        f"or set COURSE_DOWNLOAD=1 to let the course download it."))
 
 
 def _download_fsdd(folder: Path) -> None:
