@@ -13,12 +13,14 @@ What lives here (chapter 06 derives each piece):
 * :class:`FFLayer` — ``relu(W @ normalize_length(x) + b)``;
 * :func:`goodness`, :func:`ff_loss` — Eq. (ff-goodness) and the per-layer logistic loss;
 * :func:`embed_label`, :func:`sample_negative_labels` — supervised positives and negatives;
-* :class:`FFNet`, :func:`train_step` — a stack of layers and one layer-local update of all of them;
+* :class:`FFNet`, :func:`layer_objective`, :func:`train_step` — a stack of layers, one layer's
+  objective, and one layer-local update of all of them;
 * :func:`label_goodness`, :func:`predict` — classify by accumulating goodness over candidate labels.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -30,6 +32,18 @@ def _check_2d(x: torch.Tensor, name: str = "x") -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 2:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{name} must be a (B, D) tensor, got {shape}")
+
+
+def _check_label_range(labels: torch.Tensor, num_classes: int) -> None:
+    """ValueError for labels outside [0, num_classes), checked where it is free: on CPU tensors.
+
+    On a GPU the check would copy two numbers to the host and stall the training loop at every
+    step (eight times per FF step); there, as in ``F.one_hot``, an out-of-range label fails in
+    the kernel that uses it (a device-side assert) instead of passing silently.
+    """
+    if labels.device.type == "cpu" and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got range "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
 
 
 def normalize_length(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -87,9 +101,7 @@ def embed_label(x: torch.Tensor, labels: torch.Tensor | None, num_classes: int =
         return out
     if labels.shape != (x.shape[0],):
         raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(labels.shape)}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes}), got range "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
+    _check_label_range(labels, num_classes)
     out[:, :num_classes] = strength * F.one_hot(labels, num_classes).to(out.dtype)
     return out
 
@@ -107,9 +119,7 @@ def sample_negative_labels(labels: torch.Tensor, num_classes: int = 10, scores: 
         raise ValueError(f"labels must be 1-D, got shape {tuple(labels.shape)}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes}), got range "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
+    _check_label_range(labels, num_classes)
     gen_device = generator.device if generator is not None else labels.device
     if scores is None:
         offset = torch.randint(1, num_classes, labels.shape, device=gen_device, generator=generator)
@@ -187,17 +197,45 @@ class FFNet(nn.Module):
 
 
 def make_optimizers(net: FFNet, lr: float, weight_decay: float = 0.0) -> list[torch.optim.Optimizer]:
-    """One AdamW optimiser per layer (chapter 06): each sees only its own layer's parameters."""
+    """One AdamW optimiser per layer (chapter 06): each sees only its own layer's parameters.
+
+    On a GPU the fused AdamW kernel updates a layer in one launch instead of a dozen; the
+    arithmetic is the same.
+    """
     if lr <= 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    return [torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=weight_decay) for layer in net.layers]
+    return [torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=weight_decay,
+                              fused=True if layer.linear.weight.is_cuda else None)
+            for layer in net.layers]
+
+
+def layer_objective(layer: FFLayer, h: torch.Tensor, b: int, peer: float = 0.0, peer_momentum: float = 0.9
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One layer's forward pass on ``h`` = [positives; negatives] (B + B', D) and its objective (chapter 06).
+
+    Returns ``(loss, total, y, m)``: Eq. (ff-loss) on the first ``b`` rows (positives) against the
+    rest, ``total`` = loss + ``peer`` times the peer-normalisation penalty, the activities ``y``
+    (B + B', d_k) and the updated running mean activity ``m`` (d_k,) (``None`` without peer
+    normalisation). A pure function of its inputs, so ``torch.compile`` can fuse it and its
+    backward pass into a few kernels; :func:`train_step` stores ``m`` and steps the optimiser.
+    """
+    z = layer.pre_activation(h)  # (B + B', d_k)
+    y = torch.relu(z)
+    g = goodness(y)  # (B + B',) Eq. (ff-goodness)
+    loss = ff_loss(g[:b], g[b:], layer.theta, layer.tau)  # Eq. (ff-loss)
+    if peer <= 0:
+        return loss, loss, y, None
+    # straight-through ReLU (value relu(z), slope 1): a dead unit is still pushed up
+    a = (z + (y - z).detach()).float()[:b]
+    m = peer_momentum * layer.running_mean + (1 - peer_momentum) * a.mean(0)  # (d_k,)
+    return loss, loss + peer * (m.mean() - m).pow(2).mean(), y, m
 
 
 def train_step(net: FFNet, optimizers: Sequence[torch.optim.Optimizer], x_pos: torch.Tensor,
                x_neg: torch.Tensor, peer: float = 0.0, peer_momentum: float = 0.9,
-               autocast=None) -> torch.Tensor:
+               autocast=None, objective=None) -> torch.Tensor:
     """One layer-local FF update of every layer (chapter 06, "Training supervised FF").
 
     ``x_pos`` (B, D) and ``x_neg`` (B', D) go up the net together; layer ``k`` receives the
@@ -206,7 +244,8 @@ def train_step(net: FFNet, optimizers: Sequence[torch.optim.Optimizer], x_pos: t
     mean activity on positive data towards the layer average — and steps its own optimiser.
     Returns the FF loss of each layer as a detached tensor (num_layers,), left on the device so
     the loop does not wait for the GPU.
-    ``autocast`` is an optional context-manager factory (``lambda: helpers.runtime.autocast(dev)``).
+    ``autocast`` is an optional context-manager factory (``lambda: helpers.runtime.autocast(dev)``);
+    ``objective`` replaces :func:`layer_objective`, e.g. by its ``torch.compile`` d version.
     """
     _check_2d(x_pos, "x_pos")
     _check_2d(x_neg, "x_neg")
@@ -216,25 +255,15 @@ def train_step(net: FFNet, optimizers: Sequence[torch.optim.Optimizer], x_pos: t
         raise ValueError(f"peer must be >= 0, got {peer}")
     if not 0 <= peer_momentum < 1:
         raise ValueError(f"peer_momentum must be in [0, 1), got {peer_momentum}")
+    objective = layer_objective if objective is None else objective
     b = x_pos.shape[0]
     h = torch.cat([x_pos, x_neg])  # (B + B', D): one matmul for both passes
     losses = []
     for layer, opt in zip(net.layers, optimizers):
         h = h.detach()  # layer k never sees a graph that reaches layers < k
-        if autocast is None:
-            z = layer.pre_activation(h)
-        else:
-            with autocast():
-                z = layer.pre_activation(h)  # (B + B', d_k)
-        y = torch.relu(z)
-        g = goodness(y)  # (B + B',)
-        loss = ff_loss(g[:b], g[b:], layer.theta, layer.tau)
-        total = loss
-        if peer > 0:
-            # straight-through ReLU (value relu(z), slope 1): a dead unit is still pushed up
-            a = (z + (y - z).detach()).float()[:b]
-            m = peer_momentum * layer.running_mean + (1 - peer_momentum) * a.mean(0)  # (d_k,)
-            total = total + peer * (m.mean() - m).pow(2).mean()
+        with autocast() if autocast is not None else contextlib.nullcontext():
+            loss, total, y, m = objective(layer, h, b, peer, peer_momentum)
+        if m is not None:
             layer.running_mean.copy_(m.detach())
         opt.zero_grad(set_to_none=True)
         total.backward()
