@@ -166,8 +166,10 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int | tuple[int, in
         raise ValueError(f"boxes must have shape ({b}, 4), got {tuple(boxes.shape)}")
     boxes = boxes.to(x.device).round().long()
     top, left, bh, bw = boxes.unbind(1)
-    if (bh < 1).any() or (bw < 1).any() or (top < 0).any() or (left < 0).any() \
-            or (top + bh > height).any() or (left + bw > width).any():
+    # checked on CPU tensors only: on a GPU it would stall every training step on a host copy (a box
+    # outside the image then fails in the gather below, with a device-side assert)
+    if boxes.device.type == "cpu" and ((bh < 1).any() or (bw < 1).any() or (top < 0).any() or (left < 0).any()
+                                       or (top + bh > height).any() or (left + bw > width).any()):
         raise ValueError(f"every box must lie inside the {height}x{width} image with positive size; got "
                          f"{boxes[((bh < 1) | (bw < 1) | (top < 0) | (left < 0) | (top + bh > height) | (left + bw > width))][0].tolist()}")
     r0, r1, fy = _resize_indices(top, bh, out_h)  # (B, out_h)
@@ -265,7 +267,7 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor | float) -> torch.Tensor:
     """Rotate the hue of every image by ``shift`` (per image, in turns, within [-0.5, 0.5])."""
     _check_images(x)
     shift = _per_image(shift, x, "shift").view(-1, 1, 1)
-    if (shift.abs() > 0.5).any():
+    if shift.device.type == "cpu" and (shift.abs() > 0.5).any():  # no host sync on a GPU
         raise ValueError(f"hue shifts must lie in [-0.5, 0.5], got max |shift| {shift.abs().max().item()}")
     hsv = rgb_to_hsv(x)
     hue = (hsv[:, 0] + shift) % 1.0

@@ -106,11 +106,13 @@ def imix_loss(q_mixed: torch.Tensor, k: torch.Tensor, perm: torch.Tensor, lam: t
     n = q_mixed.shape[0]
     if perm.shape != (n,):
         raise ValueError(f"perm must have shape ({n},), got {tuple(perm.shape)}")
-    lam = torch.as_tensor(lam, dtype=torch.float32, device=q_mixed.device)
+    lam = torch.as_tensor(lam, dtype=torch.float32)
     if lam.ndim == 0:
         lam = lam.expand(n)
-    if lam.shape != (n,) or (lam < 0).any() or (lam > 1).any():
+    # the range is checked where it costs no GPU synchronisation: on a CPU tensor (mix() returns λ there)
+    if lam.shape != (n,) or (lam.device.type == "cpu" and ((lam < 0).any() or (lam > 1).any())):
         raise ValueError(f"lam must be a scalar or ({n},) in [0, 1], got shape {tuple(lam.shape)}")
+    lam = lam.to(q_mixed.device)
     logits = (F.normalize(q_mixed, dim=1) @ F.normalize(k, dim=1).T / temperature).float()  # (N, N)
     own = F.cross_entropy(logits, torch.arange(n, device=logits.device), reduction="none")  # (N,)
     other = F.cross_entropy(logits, perm.to(logits.device), reduction="none")  # (N,)

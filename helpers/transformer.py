@@ -225,10 +225,11 @@ def padding_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Ten
 
     Pass it as ``attn_mask`` to :class:`MultiHeadAttention`/:class:`Encoder` for padded batches (chapter 07).
     """
-    if lengths.ndim != 1 or (lengths < 1).any():
+    on_cpu = lengths.device.type == "cpu"  # value checks only where they cost no GPU synchronisation
+    if lengths.ndim != 1 or (on_cpu and (lengths < 1).any()):
         raise ValueError(f"lengths must be a 1-D tensor of positive ints, got {lengths.tolist()}")
     max_len = int(lengths.max()) if max_len is None else max_len
-    if max_len < int(lengths.max()):
+    if on_cpu and max_len < int(lengths.max()):
         raise ValueError(f"max_len={max_len} is shorter than the longest sequence ({int(lengths.max())})")
     keep = torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]  # (B, S)
     return keep[:, None, None, :]
