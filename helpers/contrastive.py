@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -63,12 +65,19 @@ def sample_beta(n: int, alpha: float, generator: torch.Generator | None = None,
     gen_device = generator.device if generator is not None else torch.device(device)
     out = torch.empty(n, dtype=torch.float64)
     todo = torch.ones(n, dtype=torch.bool)
+    # acceptance probability of one candidate pair, Γ(α+1)² / Γ(2α+1): draw enough candidates that one
+    # round almost always suffices (each round copies the draws to the host once)
+    accept = math.exp(2 * math.lgamma(alpha + 1) - math.lgamma(2 * alpha + 1))
     for _ in range(max_rounds):
-        uv = torch.rand(n, 2, device=gen_device, generator=generator, dtype=torch.float64).cpu()
+        need = int(todo.sum())
+        m = min(int(1.5 * need / accept) + 16, 1 << 22)
+        uv = torch.rand(m, 2, device=gen_device, generator=generator, dtype=torch.float64).cpu()
         x, y = uv[:, 0] ** (1 / alpha), uv[:, 1] ** (1 / alpha)
-        ok = todo & (x + y <= 1) & (x + y > 0)
-        out[ok] = (x / (x + y))[ok]
-        todo &= ~ok
+        ok = (x + y <= 1) & (x + y > 0)
+        values = (x / (x + y))[ok][:need]                  # accepted draws, in order
+        slots = todo.nonzero().squeeze(1)[: len(values)]   # the first samples still without a value
+        out[slots] = values
+        todo[slots] = False
         if not todo.any():
             return out.float().to(device)
     raise ValueError(f"Beta({alpha}, {alpha}) sampling did not finish in {max_rounds} rounds; use a smaller alpha")
