@@ -73,9 +73,9 @@ def autocast(device: torch.device | str):
     return contextlib.nullcontext()
 
 
-def maybe_compile(model: torch.nn.Module, device: torch.device | str, **kwargs) -> torch.nn.Module:
-    """``torch.compile`` on CUDA (where it pays off), the model unchanged on CPU (where compiling
-    costs more than a smoke run)."""
+def maybe_compile(model, device: torch.device | str, **kwargs):
+    """``torch.compile`` on CUDA (where it pays off), the model (or function) unchanged on CPU (where
+    compiling costs more than a smoke run). ``kwargs`` go to ``torch.compile`` (chapter 00)."""
     if torch.device(device).type == "cuda":
         return torch.compile(model, **kwargs)
     return model
