@@ -306,3 +306,19 @@ def test_augself_loss_and_errors():
         contrastive.augself_loss(zero, t, {"flip": 1.0})
     with pytest.raises(ValueError, match="temperature"):
         contrastive.info_nce(torch.randn(2, 3), torch.randn(2, 3), 0.0)
+
+
+def test_sample_beta_copies_to_the_host_once_for_a_typical_batch(monkeypatch):
+    """i-Mix draws λ every step; each rejection round costs a host copy on a GPU, so one round must do."""
+    rounds = []
+    real_rand = torch.rand
+
+    def counting_rand(*args, **kwargs):
+        rounds.append(args)
+        return real_rand(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "rand", counting_rand)
+    for alpha in (0.5, 1.0, 2.0):
+        rounds.clear()
+        s = contrastive.sample_beta(512, alpha, torch.Generator().manual_seed(0))
+        assert len(rounds) == 1 and s.shape == (512,) and ((s >= 0) & (s <= 1)).all()

@@ -252,3 +252,27 @@ def test_train_step_rejects_bad_input():
         ff.train_step(net, opts, x, x, peer=-0.5)
     with pytest.raises(ValueError, match="0"):
         ff.make_optimizers(net, lr=0)
+
+
+def test_train_step_uses_the_given_objective_and_stores_the_running_mean():
+    """Chapter 06 passes a compiled ff.layer_objective; any equivalent objective must give the same step."""
+    torch.manual_seed(0)
+    net_a = ff.FFNet([20, 16, 16])
+    net_b = ff.FFNet([20, 16, 16])
+    net_b.load_state_dict(net_a.state_dict())
+    x_pos, x_neg = torch.rand(8, 20), torch.rand(8, 20)
+    calls = []
+
+    def wrapped(layer, h, b, peer, peer_momentum):
+        calls.append((h.shape, b))
+        return ff.layer_objective(layer, h, b, peer, peer_momentum)
+
+    loss_a = ff.train_step(net_a, ff.make_optimizers(net_a, lr=1e-2), x_pos, x_neg, peer=0.03)
+    loss_b = ff.train_step(net_b, ff.make_optimizers(net_b, lr=1e-2), x_pos, x_neg, peer=0.03, objective=wrapped)
+    assert calls == [((16, 20), 8), ((16, 16), 8)]  # every layer once, on [positives; negatives]
+    torch.testing.assert_close(loss_a, loss_b, rtol=0, atol=0)
+    for a, b in zip(net_a.state_dict().values(), net_b.state_dict().values()):
+        assert torch.equal(a, b)  # weights and running means
+    assert not torch.equal(net_a.layers[0].running_mean, torch.full((16,), 0.5))  # peer normalisation moved it
+    loss, total, y, m = ff.layer_objective(net_a.layers[0], torch.cat([x_pos, x_neg]), 8, peer=0.0)
+    assert m is None and torch.equal(loss, total) and y.shape == (16, 16)
