@@ -75,3 +75,22 @@ def plot_history(history: Mapping[str, Sequence[float]], xlabel: str = "step", l
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def pca_2d(features: torch.Tensor, iters: int = 50) -> torch.Tensor:
+    """``(N, D)`` features -> ``(N, 2)`` coordinates on their two leading principal directions, for scatter
+    plots of embeddings (chapter 02's explorer, chapter 07's style space).
+
+    Orthogonal iteration: products with the covariance and a Gram-Schmidt step, from a fixed start, so the
+    result is deterministic and needs no LAPACK call (chapter 02's first GPU run stalled in
+    ``torch.pca_lowrank`` for reasons not found)."""
+    if features.ndim != 2 or features.shape[1] < 2:
+        raise ValueError(f"features must be (N, D) with D >= 2, got shape {tuple(features.shape)}")
+    fc = features.float() - features.float().mean(0)
+    v = torch.randn(features.shape[1], 2, generator=torch.Generator().manual_seed(0)).to(fc.device)  # (D, 2)
+    for _ in range(iters):
+        v = fc.T @ (fc @ v)  # multiply by the (unnormalised) covariance
+        v[:, 0] /= v[:, 0].norm()
+        v[:, 1] -= (v[:, 1] @ v[:, 0]) * v[:, 0]
+        v[:, 1] /= v[:, 1].norm()
+    return fc @ v

@@ -2,8 +2,11 @@
 ``python -m pytest -p no:nbmake tests/test_cuda_paths.py`` (needs pytest there: ``EXTRA=pytest`` for
 ``shared/gpu/prepare.sh``). Each is a cheap version of something a chapter's full profile relies on."""
 
+import copy
+
 import pytest
 import torch
+import torch._dynamo
 import torch.nn.functional as F
 
 from helpers import ff, fl, runtime
@@ -113,10 +116,6 @@ def test_compiled_ff_step_matches_eager_under_bf16_and_compiles_two_graphs():
     """Chapter 06 compiles ff.layer_objective and the hard-negative scoring; the step must stay the same
     algorithm (losses, weights and running means close to eager under the same bf16 autocast) and the
     four layers must share compiled code (one graph for the input layer, one for the hidden ones)."""
-    import copy
-
-    import torch._dynamo
-
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()  # earlier tests in this process compiled other functions
     torch.manual_seed(0)

@@ -4,7 +4,7 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from helpers.plot import plot_history, show_images, to_grid  # noqa: E402
+from helpers.plot import pca_2d, plot_history, show_images, to_grid  # noqa: E402
 
 
 def test_grid_layout_and_scaling():
@@ -31,3 +31,16 @@ def test_plots_build():
     assert len(fig.axes) == 2 and fig.axes[0].get_yscale() == "log"
     with pytest.raises(ValueError):
         plot_history({})
+
+
+def test_pca_2d_matches_the_svd_directions():
+    g = torch.Generator().manual_seed(0)
+    scales = torch.tensor([5.0, 3.0] + [0.5] * 14)
+    f = torch.randn(500, 16, generator=g) * scales + 2.0      # clear leading directions, non-zero mean
+    xy = pca_2d(f)
+    fc = f - f.mean(0)
+    ref = fc @ torch.linalg.svd(fc, full_matrices=False).Vh[:2].T
+    for k in range(2):  # equal up to sign
+        assert abs(torch.nn.functional.cosine_similarity(xy[:, k], ref[:, k], dim=0)) > 0.999
+    with pytest.raises(ValueError, match="16"):
+        pca_2d(torch.randn(16))
