@@ -8,12 +8,14 @@ the next step's loss is identical to the uninterrupted run's (tested in ``tests/
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -134,15 +136,23 @@ class Checkpoint:
         self.path.unlink(missing_ok=True)
 
 
-def run_dir(chapter: str, profile: str) -> Path:
-    """Where a chapter keeps its checkpoints: ``<cache_root>/runs/<chapter>-<profile>/``.
+def run_dir(chapter: str, profile: str, config: Mapping[str, Any] | None = None) -> Path:
+    """Where a chapter keeps its checkpoints (chapter 00, "Checkpoints").
 
-    The profile is part of the name so a smoke run never resumes from a full run's checkpoint.
+    ``<cache_root>/runs/<chapter>-<profile>/``, or ``<chapter>-<profile>-<hash>/`` when the config is given.
+    The profile is part of the name so a smoke run never resumes from a full run's checkpoint; the hash of
+    the config (10 hex digits of a SHA-256 over its sorted JSON) means that a reader who edits a setting —
+    an exercise asking for ``label_smoothing=0.0``, say — trains afresh instead of silently resuming the old
+    run, while a rerun with the same settings finds its checkpoint again after a disconnect.
     """
     from .data import cache_root
 
     if not chapter or "/" in chapter:
         raise ValueError(f"chapter must be a file stem such as '00_toolkit', got {chapter!r}")
-    path = cache_root() / "runs" / f"{chapter}-{profile}"
+    name = f"{chapter}-{profile}"
+    if config is not None:
+        blob = json.dumps(dict(config), sort_keys=True, default=repr).encode()
+        name += "-" + hashlib.sha256(blob).hexdigest()[:10]
+    path = cache_root() / "runs" / name
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -103,3 +103,12 @@ def test_run_dir_separates_profiles(monkeypatch, tmp_path):
     assert run_dir("00_toolkit", "smoke") != run_dir("00_toolkit", "full")
     with pytest.raises(ValueError, match="'a/b'"):
         run_dir("a/b", "full")
+
+
+def test_run_dir_changes_with_the_config_and_only_with_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    a = run_dir("00_toolkit", "full", {"lr": 0.4, "epochs": 30})
+    assert a == run_dir("00_toolkit", "full", {"epochs": 30, "lr": 0.4})  # key order does not matter
+    assert a != run_dir("00_toolkit", "full", {"lr": 0.4, "epochs": 31})
+    assert a != run_dir("00_toolkit", "smoke", {"lr": 0.4, "epochs": 30})
+    assert a.name.startswith("00_toolkit-full-") and a.is_dir()
