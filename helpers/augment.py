@@ -85,6 +85,17 @@ def _per_image(v: torch.Tensor | float, x: torch.Tensor, name: str) -> torch.Ten
     return v.view(-1, 1, 1, 1)
 
 
+def _rows(values, n: int, device, dtype=torch.float32) -> torch.Tensor:
+    """An ``(n, len(values))`` tensor whose every row is ``values``, made on ``device`` by fill kernels.
+
+    ``torch.tensor(values, device="cuda")`` would copy from the host, and such a copy waits until the GPU has
+    finished all queued work: once per training step, that keeps the CPU from running ahead of the GPU."""
+    out = torch.empty(n, len(values), dtype=dtype, device=device)
+    for j, v in enumerate(values):
+        out[:, j] = v
+    return out
+
+
 def _uniform(n: int, lo: float, hi: float, generator: torch.Generator | None, device) -> torch.Tensor:
     gen_device = generator.device if generator is not None else device
     return torch.rand(n, device=gen_device, generator=generator).to(device) * (hi - lo) + lo
@@ -129,11 +140,11 @@ def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float
         fh, fw = height, int(round(height * ratio[1]))
     else:
         fw, fh = width, height
-    fallback = torch.tensor([(height - fh) // 2, (width - fw) // 2, fh, fw], dtype=torch.float64, device=device)
+    fallback = _rows([(height - fh) // 2, (width - fw) // 2, fh, fw], n, device, torch.float64)  # (n, 4)
     first = torch.argmax(ok.to(torch.int8), dim=1)  # index of the first box that fits (0 if none does)
     rows = torch.arange(n, device=device)
     boxes = torch.stack([top, left, h, w], dim=-1)[rows, first]  # (n, 4)
-    boxes = torch.where(ok.any(dim=1, keepdim=True), boxes, fallback.expand(n, 4))
+    boxes = torch.where(ok.any(dim=1, keepdim=True), boxes, fallback)
     return boxes.float()
 
 
@@ -321,7 +332,7 @@ def sample_params(n: int, height: int, width: int, *, scale: tuple[float, float]
     cols = [_uniform(n, max(0.0, 1 - s), 1 + s, generator, device) for s in strength[:3]]
     cols.append(_uniform(n, -strength[3], strength[3], generator, device))
     jitter = torch.stack(cols, dim=1)  # (n, 4)
-    identity = torch.tensor(IDENTITY_JITTER, device=device).expand(n, 4)
+    identity = _rows(IDENTITY_JITTER, n, device, jitter.dtype)  # (n, 4)
     jitter = torch.where(applied[:, None], jitter, identity)
     gray = _uniform(n, 0, 1, generator, device) < gray_p
     return ViewParams(boxes, flip, jitter, applied, gray, (height, width), tuple(float(s) for s in strength))
@@ -379,9 +390,8 @@ def augself_targets(p1: ViewParams, p2: ViewParams) -> dict[str, torch.Tensor]:
         return torch.stack([cy, cx, bh / h, bw / w], dim=1)
 
     def color_code(p: ViewParams) -> torch.Tensor:
-        widths = torch.tensor([1 + s - max(0.0, 1 - s) for s in p.strength[:3]] + [2 * p.strength[3]],
-                              device=p.jitter.device).clamp(min=1e-8)
-        centre = torch.tensor(IDENTITY_JITTER, device=p.jitter.device)
-        return (p.jitter - centre) / widths
+        widths = [max(1 + s - max(0.0, 1 - s), 1e-8) for s in p.strength[:3]] + [max(2 * p.strength[3], 1e-8)]
+        centre = _rows(IDENTITY_JITTER, 1, p.jitter.device, p.jitter.dtype)    # (1, 4)
+        return (p.jitter - centre) / _rows(widths, 1, p.jitter.device, p.jitter.dtype)
 
     return {"crop": crop_code(p1) - crop_code(p2), "color": color_code(p1) - color_code(p2)}

@@ -50,37 +50,40 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -> tor
     z = F.normalize(torch.cat([z1, z2]), dim=1)  # (2N, D)
     logits = (z @ z.T / temperature).float()  # (2N, 2N)
     logits.fill_diagonal_(float("-inf"))  # an embedding is not its own negative
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    target = torch.cat([torch.arange(n, 2 * n, device=z.device), torch.arange(0, n, device=z.device)])  # (2N,)
     return F.cross_entropy(logits, target)
 
 
 def sample_beta(n: int, alpha: float, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu", max_rounds: int = 1000) -> torch.Tensor:
-    """``n`` draws from ``Beta(α, α)`` driven by ``generator`` (Jöhnk's rejection method: ``U^{1/α}`` and
-    ``V^{1/α}`` are accepted when their sum is ≤ 1, and ``X / (X + Y)`` is Beta distributed)."""
+                device: torch.device | str = "cpu", miss: float = 1e-12) -> torch.Tensor:
+    """``n`` draws from ``Beta(α, α)`` driven by ``generator`` (chapter 02, i-Mix's λ), without a host copy.
+
+    Jöhnk's method: for uniforms ``U, V`` the pair ``X = U^{1/α}, Y = V^{1/α}`` is accepted when
+    ``0 < X + Y ≤ 1``, and then ``X / (X + Y)`` is Beta distributed. A loop "until accepted" would need to
+    look at the draws on the host, a GPU synchronisation in every i-Mix step; instead every sample gets ``K``
+    candidate pairs at once and takes the first accepted one. ``K`` is the smallest number with
+    ``(1 - a)^K ≤ miss``, ``a = Γ(α+1)² / Γ(2α+1)`` being one pair's acceptance probability; in the rare case
+    (probability ``miss``, 10⁻¹² by default) that no candidate is accepted, the draw is the mean, 1/2.
+    """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if not alpha > 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
+    if not 0 < miss < 1:
+        raise ValueError(f"miss must lie in (0, 1), got {miss}")
     gen_device = generator.device if generator is not None else torch.device(device)
-    out = torch.empty(n, dtype=torch.float64)
-    todo = torch.ones(n, dtype=torch.bool)
-    # acceptance probability of one candidate pair, Γ(α+1)² / Γ(2α+1): draw enough candidates that one
-    # round almost always suffices (each round copies the draws to the host once)
     accept = math.exp(2 * math.lgamma(alpha + 1) - math.lgamma(2 * alpha + 1))
-    for _ in range(max_rounds):
-        need = int(todo.sum())
-        m = min(int(1.5 * need / accept) + 16, 1 << 22)
-        uv = torch.rand(m, 2, device=gen_device, generator=generator, dtype=torch.float64).cpu()
-        x, y = uv[:, 0] ** (1 / alpha), uv[:, 1] ** (1 / alpha)
-        ok = (x + y <= 1) & (x + y > 0)
-        values = (x / (x + y))[ok][:need]                  # accepted draws, in order
-        slots = todo.nonzero().squeeze(1)[: len(values)]   # the first samples still without a value
-        out[slots] = values
-        todo[slots] = False
-        if not todo.any():
-            return out.float().to(device)
-    raise ValueError(f"Beta({alpha}, {alpha}) sampling did not finish in {max_rounds} rounds; use a smaller alpha")
+    k = 1 if accept >= 1 else max(1, math.ceil(math.log(miss) / math.log1p(-accept)))
+    if n * k > 1 << 24:
+        raise ValueError(f"Beta({alpha}, {alpha}) needs {k} candidates per draw (acceptance {accept:.2g}); "
+                         f"{n} draws at once is too many, use a smaller alpha or fewer draws")
+    uv = torch.rand(n, k, 2, device=gen_device, generator=generator, dtype=torch.float64)  # (n, K, 2)
+    x, y = uv[..., 0] ** (1 / alpha), uv[..., 1] ** (1 / alpha)                          # (n, K)
+    ok = (x + y <= 1) & (x + y > 0)                                                       # (n, K)
+    first = torch.argmax(ok.to(torch.int8), dim=1)            # index of the first accepted pair (0 if none)
+    rows = torch.arange(n, device=gen_device)
+    value = x[rows, first] / (x[rows, first] + y[rows, first]).clamp(min=1e-300)          # (n,)
+    return torch.where(ok.any(dim=1), value, 0.5).float().to(device)
 
 
 def mix(x: torch.Tensor, alpha: float = 1.0, generator: torch.Generator | None = None
@@ -118,7 +121,7 @@ def imix_loss(q_mixed: torch.Tensor, k: torch.Tensor, perm: torch.Tensor, lam: t
     lam = torch.as_tensor(lam, dtype=torch.float32)
     if lam.ndim == 0:
         lam = lam.expand(n)
-    # the range is checked where it costs no GPU synchronisation: on a CPU tensor (mix() returns λ there)
+    # the range is checked only on CPU tensors: on a GPU the check would synchronise every step
     if lam.shape != (n,) or (lam.device.type == "cpu" and ((lam < 0).any() or (lam > 1).any())):
         raise ValueError(f"lam must be a scalar or ({n},) in [0, 1], got shape {tuple(lam.shape)}")
     lam = lam.to(q_mixed.device)

@@ -77,7 +77,7 @@ def plot_history(history: Mapping[str, Sequence[float]], xlabel: str = "step", l
     return fig
 
 
-def pca_2d(features: torch.Tensor, iters: int = 50) -> torch.Tensor:
+def pca_2d(features: torch.Tensor, iters: int = 200) -> torch.Tensor:
     """``(N, D)`` features -> ``(N, 2)`` coordinates on their two leading principal directions, for scatter
     plots of embeddings (chapter 02's explorer, chapter 07's style space).
 
