@@ -9,7 +9,7 @@ import torch
 import torch._dynamo
 import torch.nn.functional as F
 
-from helpers import ff, fl, runtime
+from helpers import augment, contrastive, ff, fl, runtime
 from helpers import transformer as tr
 from helpers.loader import GpuLoader, random_crop_flip
 from helpers.train import Checkpoint
@@ -124,7 +124,7 @@ def test_compiled_ff_step_matches_eager_under_bf16_and_compiles_two_graphs():
     fast = copy.deepcopy(eager)
     opt_e, opt_f = ff.make_optimizers(eager, lr=1e-3), ff.make_optimizers(fast, lr=1e-3)
     start = [p.detach().clone() for p in eager.parameters()]
-    objective = torch.compile(ff.layer_objective)
+    objective = torch.compile(ff.layer_objective, dynamic=False)  # as chapter 06 compiles it
     scores = torch.compile(lambda xb: ff.label_goodness(fast, xb, skip_layers=1, logits=True))
     x, y = torch.rand(100, 784, device=CUDA), torch.randint(0, 10, (100,), device=CUDA)
     for _ in range(3):
@@ -142,3 +142,23 @@ def test_compiled_ff_step_matches_eager_under_bf16_and_compiles_two_graphs():
         assert (b - a).abs().mean() < 0.2 * (a - a0).abs().mean()
     assert all(torch.isfinite(layer.running_mean).all() for layer in fast.layers)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 3  # 2 objective graphs + 1 scoring
+
+
+def test_ssl_step_inputs_are_made_without_waiting_for_the_gpu():
+    """Chapter 02's per-step work — two views with their parameters, i-Mix's mixing and Beta draws, AugSelf's
+    targets, NT-Xent — must never synchronise with the host, or the CPU cannot queue ahead of the GPU.
+    With the sync debug mode set to "error", any synchronising call raises."""
+    gen = torch.Generator(device=CUDA).manual_seed(0)
+    x = torch.rand(64, 3, 32, 32, device=CUDA)
+    z1, z2 = torch.randn(64, 16, device=CUDA), torch.randn(64, 16, device=CUDA)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        v1, p1 = augment.simclr_views(x, gen, size=32)
+        v2, p2 = augment.simclr_views(x, gen, size=32)
+        augment.augself_targets(p1, p2)
+        mixed, perm, lam = contrastive.mix(v1, 1.0, gen)
+        loss = contrastive.nt_xent(z1, z2) + contrastive.imix_loss(z1, z2, perm, lam)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss).item() and mixed.shape == v1.shape
