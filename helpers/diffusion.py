@@ -280,14 +280,19 @@ def ddim_step(sched: Schedule, xt: torch.Tensor, t: int, t_prev: int, eps: torch
 
 
 def ddim_timesteps(T: int, steps: int) -> list[int]:
-    """The ``steps`` 0-based timesteps DDIM visits, descending, evenly spaced and ending at 0 (chapter 05).
+    """The ``steps`` 0-based timesteps DDIM visits, descending and evenly spaced (chapter 05).
 
-    ``steps = T`` visits every step: ``[T-1, ..., 0]``.
+    Always starts at ``T - 1`` (the pure-noise end, the paper's :math:`x_T`); for ``steps >= 2`` it ends
+    at 0, so the sampler's last jump (to index ``-1``) starts from the least noisy step. ``steps = 1`` is
+    ``[T - 1]``: one jump from :math:`x_T` straight to the clean end. ``steps = T`` visits every step:
+    ``[T-1, ..., 0]``. For ``steps <= T`` the rounded grid has no duplicates, so exactly ``steps`` entries.
     """
     _check_T(T)
-    if not isinstance(steps, int) or not 1 <= steps <= T:
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= T:
         raise ValueError(f"steps must be an int in [1, {T}], got {steps!r}")
-    ts = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long().unique()
+    if steps == 1:
+        return [T - 1]
+    ts = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long().unique()   # (steps,) ascending
     return ts.flip(0).tolist()
 
 

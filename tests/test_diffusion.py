@@ -1,6 +1,7 @@
 """Tests for helpers.diffusion: the schedule algebra of chapter 05 (DDPM / DDIM)."""
 
 import math
+import re
 import socket
 
 import pytest
@@ -247,6 +248,33 @@ def test_ddim_timesteps():
     ts = D.ddim_timesteps(1000, 10)
     assert len(ts) == 10 and ts[0] == 999 and ts[-1] == 0
     assert all(a > b for a, b in zip(ts, ts[1:]))
+
+
+@pytest.mark.parametrize("T", [1, 2, 7, 100, 1000])
+def test_ddim_timesteps_start_at_pure_noise(T):
+    # one step must start from x_T (index T-1), never treat the noise as x_1 (index 0)
+    assert D.ddim_timesteps(T, 1) == [T - 1]
+    for steps in sorted({s for s in (1, 2, 3, T // 2, T) if 1 <= s <= T}):
+        ts = D.ddim_timesteps(T, steps)
+        assert len(ts) == steps and ts[0] == T - 1
+        assert all(a > b for a, b in zip(ts, ts[1:])), ts
+        if steps >= 2:
+            assert ts[-1] == 0
+
+
+@pytest.mark.parametrize("steps", [0, -3, 11, 2.0, True])
+def test_ddim_timesteps_rejects_bad_step_counts(steps):
+    with pytest.raises(ValueError, match=re.escape(repr(steps))):
+        D.ddim_timesteps(10, steps)
+
+
+def test_ddim_one_step_jumps_from_noise_to_the_clean_end(lin):
+    # with the true noise, a single deterministic DDIM step from x_T recovers x_0
+    x0 = torch.randn(2, 3, dtype=torch.float64)
+    eps = torch.randn_like(x0)
+    (t,) = D.ddim_timesteps(lin.T, 1)
+    xt = D.q_sample(lin, x0, t, eps)
+    assert torch.allclose(D.ddim_step(lin, xt, t, -1, eps), x0, atol=1e-6)
 
 
 # ---------------------------------------------------------------- Fréchet distance
