@@ -4,6 +4,11 @@ import os, signal, sys, time
 import nbformat
 from nbclient import NotebookClient
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from nbclient_polling import install  # noqa: E402
+
+install()  # explorer cells could hang forever without it (jupyter/nbclient#312; see tests/nbclient_polling.py)
+
 src, dst = sys.argv[1], sys.argv[2]
 nb = nbformat.read(src, as_version=4)
 t0 = time.time()

@@ -106,7 +106,7 @@ def _uniform(n: int, lo: float, hi: float, generator: torch.Generator | None, de
 def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float] = (0.08, 1.0),
                       ratio: tuple[float, float] = (3 / 4, 4 / 3), generator: torch.Generator | None = None,
                       device: torch.device | str = "cpu", attempts: int = 10) -> torch.Tensor:
-    """Draw ``n`` crop boxes ``(top, left, height, width)`` as torchvision's ``RandomResizedCrop`` does.
+    """Draw ``n`` crop boxes ``(top, left, height, width)`` as torchvision's ``RandomResizedCrop`` does (chapter 02).
 
     Each box covers a fraction ``~U(scale)`` of the image with aspect ratio ``~logU(ratio)``; of
     ``attempts`` candidates per image the first that fits is kept, and images with none fall back to the
@@ -162,7 +162,8 @@ def _resize_indices(start: torch.Tensor, length: torch.Tensor, out: int):
 
 
 def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """Crop every image to its own box ``(top, left, height, width)`` and resize it to ``size`` (bilinear).
+    """Crop every image to its own box ``(top, left, height, width)`` and resize it to ``size`` (bilinear;
+    chapter 02).
 
     ``x``: ``(B, C, H, W)`` float; ``boxes``: ``(B, 4)``. Returns ``(B, C, size, size)``. Equals
     ``torchvision.transforms.v2.functional.resized_crop(x[i], *boxes[i], size, antialias=False)`` for each
@@ -199,7 +200,7 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int | tuple[int, in
 # ----------------------------------------------------------------------------- flip and colour
 
 def hflip(x: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
-    """Mirror left-right the images whose ``flags`` (``(B,)`` bool) are set."""
+    """Mirror left-right the images whose ``flags`` (``(B,)`` bool) are set (chapter 02)."""
     _check_images(x, channels=None)
     if flags.shape != (x.shape[0],):
         raise ValueError(f"flags must have shape ({x.shape[0]},), got {tuple(flags.shape)}")
@@ -207,10 +208,19 @@ def hflip(x: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
 
 
 def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
-    """Luma ``0.2989 R + 0.587 G + 0.114 B``: ``(B, 3, H, W)`` → ``(B, 1, H, W)``."""
+    """Luma ``0.2989 R + 0.587 G + 0.114 B``: ``(B, 3, H, W)`` → ``(B, 1, H, W)`` (chapter 02)."""
     _check_images(x)
     r, g, b = x.unbind(1)
     return (GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b).unsqueeze(1)
+
+
+def _factor(v: torch.Tensor | float, x: torch.Tensor, name: str = "factor") -> torch.Tensor:
+    """:func:`_per_image` for blend factors, which must be >= 0 (torchvision raises too). Checked for Python
+    numbers and CPU tensors only: reading a GPU tensor's values would synchronise every training step."""
+    host = v if isinstance(v, torch.Tensor) else torch.as_tensor(v)  # Python numbers are host values
+    if host.device.type == "cpu" and (host < 0).any():
+        raise ValueError(f"{name} must be >= 0, got {host.min().item()}")
+    return _per_image(v, x, name)
 
 
 def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -219,26 +229,27 @@ def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.
 
 
 def adjust_brightness(x: torch.Tensor, factor: torch.Tensor | float) -> torch.Tensor:
-    """Scale intensities by ``factor`` (per image): a blend with black."""
+    """Scale intensities by ``factor >= 0`` (per image): a blend with black (chapter 02)."""
     _check_images(x)
-    return _blend(x, torch.zeros_like(x), _per_image(factor, x, "factor"))
+    return _blend(x, torch.zeros_like(x), _factor(factor, x))
 
 
 def adjust_contrast(x: torch.Tensor, factor: torch.Tensor | float) -> torch.Tensor:
-    """Blend every image with its mean grey level: ``factor < 1`` flattens, ``> 1`` exaggerates."""
+    """Blend every image with its mean grey level: ``factor < 1`` flattens, ``> 1`` exaggerates (``factor >= 0``;
+    chapter 02)."""
     _check_images(x)
     mean = rgb_to_gray(x).mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
-    return _blend(x, mean, _per_image(factor, x, "factor"))
+    return _blend(x, mean, _factor(factor, x))
 
 
 def adjust_saturation(x: torch.Tensor, factor: torch.Tensor | float) -> torch.Tensor:
-    """Blend every image with its own grey version: ``0`` is grey, ``1`` unchanged."""
+    """Blend every image with its own grey version: ``0`` is grey, ``1`` unchanged (``factor >= 0``; chapter 02)."""
     _check_images(x)
-    return _blend(x, rgb_to_gray(x), _per_image(factor, x, "factor"))
+    return _blend(x, rgb_to_gray(x), _factor(factor, x))
 
 
 def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
-    """``(B, 3, H, W)`` RGB in [0, 1] → HSV with hue in [0, 1)."""
+    """``(B, 3, H, W)`` RGB in [0, 1] → HSV with hue in [0, 1) (chapter 02)."""
     r, g, b = x.unbind(1)
     vmax, _ = x.max(dim=1)
     vmin, _ = x.min(dim=1)
@@ -256,7 +267,7 @@ def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
 
 
 def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`rgb_to_hsv`."""
+    """Inverse of :func:`rgb_to_hsv` (chapter 02)."""
     hue, sat, val = x.unbind(1)
     h6 = hue * 6
     sector = torch.floor(h6)
@@ -275,7 +286,7 @@ def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
 
 
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor | float) -> torch.Tensor:
-    """Rotate the hue of every image by ``shift`` (per image, in turns, within [-0.5, 0.5])."""
+    """Rotate the hue of every image by ``shift`` (per image, in turns, within [-0.5, 0.5]; chapter 02)."""
     _check_images(x)
     shift = _per_image(shift, x, "shift").view(-1, 1, 1)
     if shift.device.type == "cpu" and (shift.abs() > 0.5).any():  # no host sync on a GPU
@@ -286,13 +297,16 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor | float) -> torch.Tensor:
 
 
 def color_jitter(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Brightness, contrast, saturation, then hue, with per-image ``factors`` ``(B, 4)``.
+    """Brightness, contrast, saturation, then hue, with per-image ``factors`` ``(B, 4)`` (chapter 02).
 
-    A row ``(1, 1, 1, 0)`` leaves its image unchanged (up to float rounding in the hue round trip).
+    A row ``(1, 1, 1, 0)`` leaves its image unchanged (up to float rounding in the hue round trip). The first
+    three factors must be >= 0 and the hue shift within [-0.5, 0.5] (checked on CPU tensors only).
     """
     _check_images(x)
     if factors.shape != (x.shape[0], 4):
         raise ValueError(f"factors must have shape ({x.shape[0]}, 4), got {tuple(factors.shape)}")
+    if factors.device.type == "cpu" and (factors[:, :3] < 0).any():  # no host sync on a GPU
+        raise ValueError(f"brightness, contrast and saturation factors must be >= 0, got {factors[:, :3].min().item()}")
     f = factors.to(x.device, x.dtype)
     x = adjust_brightness(x, f[:, 0])
     x = adjust_contrast(x, f[:, 1])
@@ -301,7 +315,7 @@ def color_jitter(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
 
 
 def grayscale(x: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
-    """Replace the images whose ``flags`` are set by their grey version (kept as 3 channels)."""
+    """Replace the images whose ``flags`` are set by their grey version (kept as 3 channels; chapter 02)."""
     _check_images(x)
     if flags.shape != (x.shape[0],):
         raise ValueError(f"flags must have shape ({x.shape[0]},), got {tuple(flags.shape)}")
@@ -315,7 +329,7 @@ def sample_params(n: int, height: int, width: int, *, scale: tuple[float, float]
                   strength: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1), jitter_p: float = 0.8,
                   gray_p: float = 0.2, generator: torch.Generator | None = None,
                   device: torch.device | str = "cpu") -> ViewParams:
-    """Draw the parameters of ``n`` SimCLR views of ``height × width`` images.
+    """Draw the parameters of ``n`` SimCLR views of ``height × width`` images (chapter 02).
 
     Brightness, contrast and saturation factors are drawn from ``U(max(0, 1 - s), 1 + s)`` and the hue
     shift from ``U(-h, h)`` as in torchvision's ``ColorJitter(s_b, s_c, s_s, h)``.
@@ -339,7 +353,7 @@ def sample_params(n: int, height: int, width: int, *, scale: tuple[float, float]
 
 
 def apply_params(x: torch.Tensor, params: ViewParams, size: int | tuple[int, int]) -> torch.Tensor:
-    """Make the views ``params`` describe: crop+resize → flip → colour jitter → grayscale.
+    """Make the views ``params`` describe: crop+resize → flip → colour jitter → grayscale (chapter 02).
 
     ``x``: ``(B, 3, H, W)`` float in [0, 1] with ``(H, W) == params.source_size``.
     """
@@ -355,7 +369,7 @@ def apply_params(x: torch.Tensor, params: ViewParams, size: int | tuple[int, int
 
 def simclr_views(x: torch.Tensor, generator: torch.Generator | None = None, *, size: int | None = None,
                  **kwargs) -> tuple[torch.Tensor, ViewParams]:
-    """One random SimCLR view of every image, and the parameters that made it.
+    """One random SimCLR view of every image, and the parameters that made it (chapter 02).
 
     ``x``: ``(B, 3, H, W)`` uint8 or float in [0, 1] (on any device); ``size`` defaults to ``H``; other
     keyword arguments go to :func:`sample_params`. Call it twice for a positive pair.

@@ -76,7 +76,7 @@ def parse_captions(text: str) -> dict[str, list[str]]:
 
     The ``#n`` suffix is the caption number (captions are returned in that order). The official file keys
     one caption as ``2258277193_586949ec62.jpg.1#0``; the ``.jpg.1`` is folded back to ``.jpg`` so that image
-    has its five captions. Raises ``ValueError`` naming a malformed line.
+    has its five captions. Raises ``ValueError`` naming a malformed line. Chapter 03, "Data".
     """
     groups: dict[str, dict[int, str]] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -92,7 +92,7 @@ def parse_captions(text: str) -> dict[str, list[str]]:
 
 
 def parse_split(text: str) -> list[str]:
-    """Parse a split file (one image name per line) into a list of names, in file order."""
+    """Parse a split file (one image name per line) into a list of names, in file order (chapter 03, "Data")."""
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -112,7 +112,8 @@ def _decode_square(raw: bytes, size: int) -> np.ndarray:
 
 
 def flickr8k_image_names(captions: dict[str, list[str]]) -> list[str]:
-    """The names of the images the course ships: the first 1,000 of all captioned images, sorted by name."""
+    """The names of the images the course ships: the first 1,000 of all captioned images, sorted by name
+    (chapter 03, "Data")."""
     return sorted(captions)[:FLICKR8K_N_IMAGES]
 
 
@@ -294,7 +295,7 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tens
 
 
 def prompts(classname: str, templates: Sequence[str]) -> list[str]:
-    """``["a photo of a {}."]`` → ``["a photo of a dog."]``; every template must contain one ``{}``."""
+    """``["a photo of a {}."]`` → ``["a photo of a dog."]``; every template must contain one ``{}`` (chapter 03)."""
     if not templates:
         raise ValueError("templates is empty: give at least one, e.g. ['a photo of a {}.']")
     for t in templates:
@@ -306,7 +307,7 @@ def prompts(classname: str, templates: Sequence[str]) -> list[str]:
 @torch.no_grad()
 def class_embeddings(encode_text: Callable[[list[str]], torch.Tensor], classnames: Sequence[str],
                      templates: Sequence[str]) -> torch.Tensor:
-    """One unit vector per class: the normalised mean of its normalised prompt embeddings (Eq. (5)).
+    """One unit vector per class: the normalised mean of its normalised prompt embeddings (chapter 03, Eq. (5)).
 
     ``encode_text`` maps a list of ``P`` strings to ``(P, D)`` embeddings. With one template this is plain
     prompting (Eq. (4)); with several it is CLIP's prompt ensembling. Returns ``(K, D)`` float32.
@@ -324,7 +325,8 @@ def class_embeddings(encode_text: Callable[[list[str]], torch.Tensor], classname
 
 def zero_shot_logits(image_emb: torch.Tensor, class_emb: torch.Tensor,
                      scale: torch.Tensor | float = 100.0) -> torch.Tensor:
-    """Class logits ``s · cos(image, class)``: ``(N, D), (K, D)`` → ``(N, K)``; argmax is the prediction."""
+    """Class logits ``s · cos(image, class)``: ``(N, D), (K, D)`` → ``(N, K)``; argmax is the prediction
+    (chapter 03, Eq. (4))."""
     return similarity_logits(image_emb, class_emb, scale)
 
 
@@ -338,6 +340,8 @@ def retrieval_recall(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_im
     Returns ``{"i2t_R@1": ..., "t2i_R@1": ..., ...}`` as fractions in ``[0, 1]``.
     """
     n, m = image_emb.shape[0], text_emb.shape[0]
+    if text_to_image.is_floating_point() or text_to_image.is_complex() or text_to_image.dtype == torch.bool:
+        raise ValueError(f"text_to_image must hold integer image indices, got dtype {text_to_image.dtype}")
     if text_to_image.shape != (m,) or int(text_to_image.min()) < 0 or int(text_to_image.max()) >= n:
         raise ValueError(f"text_to_image must be ({m},) image indices in [0, {n}), got shape "
                          f"{tuple(text_to_image.shape)}")

@@ -136,11 +136,17 @@ def augself_loss(predictions: Mapping[str, torch.Tensor], targets: Mapping[str, 
     """AugSelf's auxiliary loss ``Σ_a w_a · MSE(tanh(ŷ_a), ω_a^{(1)} - ω_a^{(2)})`` (chapter 02, Eq. AugSelf).
 
     ``predictions[a]`` are the head's raw outputs, squashed by ``tanh`` into the targets' range [-1, 1].
+    ``weights`` are numbers ``>= 0`` (a negative weight would reward a wrong prediction).
     """
     if not weights:
         raise ValueError("weights is empty: name at least one augmentation, e.g. {'crop': 1.0}")
     total = None
     for name, w in weights.items():
+        if isinstance(w, torch.Tensor):
+            if w.device.type == "cpu" and not (w >= 0).all():  # a GPU tensor is not read: no host sync
+                raise ValueError(f"weight of {name!r} must be >= 0, got {w.tolist()}")
+        elif not w >= 0:
+            raise ValueError(f"weight of {name!r} must be >= 0, got {w}")
         if name not in predictions or name not in targets:
             raise ValueError(f"augmentation {name!r} missing: predictions have {sorted(predictions)}, "
                              f"targets have {sorted(targets)}")

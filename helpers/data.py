@@ -30,21 +30,22 @@ SPLITS = ("train", "test")
 
 
 class DataMissingError(FileNotFoundError):
-    """A dataset file is not where the course looks for it (and downloading is off or failed)."""
+    """A dataset file is not where the course looks for it (and downloading is off or failed; chapter 00)."""
 
 
 class ChecksumError(RuntimeError):
-    """A dataset file exists but its MD5 differs from the official one (corrupt or a different file)."""
+    """A dataset file exists but its MD5 differs from the official one (corrupt or a different file; chapter 00)."""
 
 
 def data_root() -> Path:
-    """``$COURSE_DATA`` if set, else ``~/.cache/seminar-to-code/data``."""
+    """``$COURSE_DATA`` if set, else ``~/.cache/seminar-to-code/data`` (chapter 00)."""
     env = os.environ.get("COURSE_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "seminar-to-code" / "data"
 
 
 def cache_root() -> Path:
-    """Where derived files (decoded images) are cached: ``$COURSE_CACHE`` or ``~/.cache/seminar-to-code/cache``.
+    """Where derived files (decoded images) are cached: ``$COURSE_CACHE`` or ``~/.cache/seminar-to-code/cache``
+    (chapter 00).
 
     Kept apart from :func:`data_root`, which may be read-only.
     """
@@ -55,12 +56,12 @@ def cache_root() -> Path:
 
 
 def download_allowed() -> bool:
-    """True when ``COURSE_DOWNLOAD=1`` (set by the Colab set-up cell)."""
+    """True when ``COURSE_DOWNLOAD=1`` (set by the Colab set-up cell; chapter 00)."""
     return os.environ.get("COURSE_DOWNLOAD", "0") == "1"
 
 
 def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    """The hex MD5 of a file."""
+    """The hex MD5 of a file (chapter 00)."""
     digest = hashlib.md5()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -89,7 +90,7 @@ def missing_error(path: Path, url: str, what: str, hint: str | None = None) -> D
 
 
 def fetch(relpath: str, md5: str, url: str, what: str) -> Path:
-    """Return ``data_root()/relpath`` after checking its MD5; download it first if allowed.
+    """Return ``data_root()/relpath`` after checking its MD5; download it first if allowed (chapter 00).
 
     Raises :class:`DataMissingError` (missing, download off or failed) or :class:`ChecksumError`.
     """
@@ -147,12 +148,12 @@ def _load_idx_pair(folder: str, files: dict, url: str, name: str, split: str):
 
 
 def load_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST digits: ``(N, 1, 28, 28)`` uint8 and ``(N,)`` int64 labels (LeCun et al. 1998)."""
+    """MNIST digits: ``(N, 1, 28, 28)`` uint8 and ``(N,)`` int64 labels (LeCun et al. 1998; chapter 00)."""
     return _load_idx_pair("MNIST", _MNIST, _MNIST_URL, "MNIST", split)
 
 
 def load_fashion_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """Fashion-MNIST: ``(N, 1, 28, 28)`` uint8 and ``(N,)`` int64 labels (Xiao et al. 2017)."""
+    """Fashion-MNIST: ``(N, 1, 28, 28)`` uint8 and ``(N,)`` int64 labels (Xiao et al. 2017; chapter 00)."""
     return _load_idx_pair("FashionMNIST", _FASHION, _FASHION_URL, "Fashion-MNIST", split)
 
 
@@ -192,7 +193,7 @@ def _torchvision_download(cls_name: str) -> None:
 
 
 def load_cifar10(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """CIFAR-10: ``(N, 3, 32, 32)`` uint8 and ``(N,)`` int64 labels (Krizhevsky 2009).
+    """CIFAR-10: ``(N, 3, 32, 32)`` uint8 and ``(N,)`` int64 labels (Krizhevsky 2009; chapter 00).
 
     Looks for, in order: torchvision's official layout ``cifar-10-batches-py/`` (MD5-checked); the
     JPEG re-encoding ``cifar10-jpeg/cifar10-jpeg.tar.gz`` (prints a notice: it is lossy, so accuracy

@@ -123,7 +123,7 @@ def make_schedule(kind: str, T: int, **kwargs: float) -> Schedule:
 
 def _as_index(t: torch.Tensor | int, T: int, batch: int, device: torch.device, lowest: int = 0) -> torch.Tensor:
     t = torch.as_tensor(t, device=device)
-    if t.is_floating_point() or t.is_complex():
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:  # True would silently mean step 1
         raise ValueError(f"timesteps must be integers, got dtype {t.dtype}")
     if t.ndim == 0:
         t = t.expand(batch)
@@ -137,7 +137,8 @@ def _as_index(t: torch.Tensor | int, T: int, batch: int, device: torch.device, l
 
 
 def gather(values: torch.Tensor, t: torch.Tensor | int, x: torch.Tensor) -> torch.Tensor:
-    """``values[t]`` reshaped to ``(B, 1, ..., 1)`` to broadcast against ``x`` (B, ...), in ``x``'s dtype/device.
+    """``values[t]`` reshaped to ``(B, 1, ..., 1)`` to broadcast against ``x`` (B, ...), in ``x``'s dtype/device
+    (chapter 05).
 
     ``t``: an int (returns ``(1, 1, ..., 1)``) or a ``(B,)`` integer tensor of 0-based timesteps;
     out-of-range steps raise ``ValueError`` (for GPU tensors: a device-side assert, to avoid a sync).
@@ -239,8 +240,11 @@ def ddim_sigma(sched: Schedule, t: torch.Tensor | int, t_prev: torch.Tensor | in
     """
     if not eta >= 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    t = torch.as_tensor(t).long().cpu()
-    t_prev = torch.as_tensor(t_prev).long().cpu()
+    t, t_prev = torch.as_tensor(t), torch.as_tensor(t_prev)
+    for name, v in (("t", t), ("t_prev", t_prev)):
+        if v.is_floating_point() or v.is_complex() or v.dtype == torch.bool:
+            raise ValueError(f"{name} must be integer steps, got dtype {v.dtype}")
+    t, t_prev = t.long().cpu(), t_prev.long().cpu()
     if (t < 0).any() or (t >= sched.T).any():
         raise ValueError(f"t must lie in [0, {sched.T - 1}], got {t.tolist()}")
     if (t_prev < -1).any() or (t_prev >= t).any():
@@ -319,6 +323,8 @@ def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, c
     :math:`\\lVert\\mu_1-\\mu_2\\rVert^2 + \\operatorname{tr}\\big(\\Sigma_1 + \\Sigma_2 - 2(\\Sigma_1^{1/2}\\Sigma_2\\Sigma_1^{1/2})^{1/2}\\big)`.
 
     FID is this formula in Inception-v3 features; in any other feature space it is a different number.
+    A covariance must be positive semi-definite: an eigenvalue below ``-1e-4`` times the largest one raises
+    ``ValueError``; smaller negative ones are round-off and count as 0.
     """
     d = mu1.shape[-1] if mu1.ndim == 1 else -1
     for name, m in (("mu1", mu1), ("mu2", mu2)):
@@ -330,6 +336,10 @@ def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, c
     mu1, mu2, cov1, cov2 = (v.detach().double().cpu() for v in (mu1, mu2, cov1, cov2))
     # sqrt(cov1) by eigendecomposition (symmetric PSD); eigenvalues of sqrt(C1) C2 sqrt(C1) equal those of C1 C2.
     w, v = torch.linalg.eigh((cov1 + cov1.T) / 2)
+    for name, eig in (("cov1", w), ("cov2", torch.linalg.eigvalsh((cov2 + cov2.T) / 2))):
+        if eig.min() < -1e-4 * eig.abs().max():
+            raise ValueError(f"{name} is not a covariance matrix (not positive semi-definite): eigenvalue "
+                             f"{eig.min().item():.4g}, largest magnitude {eig.abs().max().item():.4g}")
     root1 = (v * w.clamp(min=0).sqrt()) @ v.T
     middle = root1 @ cov2 @ root1
     trace_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()

@@ -62,13 +62,20 @@ class Partition:
 
 
 def label_counts(labels: torch.Tensor, parts: Sequence[torch.Tensor], num_classes: int) -> torch.Tensor:
-    """``(K, C)`` int64: how many samples of each class every index set in ``parts`` holds (chapter 01)."""
+    """``(K, C)`` int64: how many samples of each class every index set in ``parts`` holds (chapter 01).
+
+    Raises ``ValueError`` for a counted label outside ``[0, num_classes)`` (it would be dropped silently).
+    """
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     labels = torch.as_tensor(labels).cpu()
     out = torch.zeros(len(parts), num_classes, dtype=torch.int64)
     for k, idx in enumerate(parts):
-        out[k] = torch.bincount(labels[torch.as_tensor(idx, dtype=torch.int64)], minlength=num_classes)[:num_classes]
+        held = labels[torch.as_tensor(idx, dtype=torch.int64).cpu()]
+        bad = held[(held < 0) | (held >= num_classes)]
+        if len(bad):
+            raise ValueError(f"part {k} holds label {bad[0].item()}, outside [0, num_classes={num_classes})")
+        out[k] = torch.bincount(held, minlength=num_classes)
     return out
 
 
@@ -285,12 +292,6 @@ def stack(states: Sequence[Mapping[str, torch.Tensor]]) -> Params:
     return {n: torch.stack([s[n] for s in states]) for n in states[0]}
 
 
-def unstack(params: Mapping[str, torch.Tensor]) -> list[Params]:
-    """``{name: (K, *shape)} -> [{name: shape}] * K`` (chapter 01)."""
-    k = len(next(iter(params.values())))
-    return [{n: v[i] for n, v in params.items()} for i in range(k)]
-
-
 def _check_names(names: Iterable[str], params: Mapping[str, torch.Tensor], what: str) -> list[str]:
     names = list(names)
     unknown = sorted(set(names) - set(params))
@@ -318,8 +319,10 @@ def aggregate(global_params: Mapping[str, torch.Tensor], client_params: Mapping[
     k = len(next(iter(client_params.values())))
     if w.ndim != 1 or len(w) != k:
         raise ValueError(f"weights must have shape ({k},) (one per client), got {tuple(w.shape)}")
-    if (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"weights must be >= 0 with a positive sum, got {w.tolist()}")
+    # one host sync per round when the weights live on the GPU (chapter 01 passes its sample counts there);
+    # a round takes seconds, and a NaN weight would otherwise turn every averaged parameter into NaN
+    if not bool(torch.isfinite(w).all() & (w >= 0).all() & (w.sum() > 0)):
+        raise ValueError(f"weights must be finite and >= 0 with a positive sum, got {w.tolist()}")
     w = w / w.sum()
     out: Params = dict(global_params)
     for n in names:

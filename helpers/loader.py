@@ -18,7 +18,7 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 def random_crop_flip(x: torch.Tensor, padding: int = 4, flip: bool = True,
                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """Batched random crop with zero padding and random horizontal flip, on ``x``'s device.
+    """Batched random crop with zero padding and random horizontal flip, on ``x``'s device (chapter 00).
 
     ``x``: ``(B, C, H, W)`` of any dtype; returns the same shape and dtype. Every image gets its own
     offset in ``[0, 2 * padding]`` on each axis and a coin flip, as torchvision's
@@ -45,13 +45,17 @@ def random_crop_flip(x: torch.Tensor, padding: int = 4, flip: bool = True,
 
 
 class GpuLoader:
-    """Iterate over ``(images, labels)`` batches of a dataset held entirely on ``device``.
+    """Iterate over ``(images, labels)`` batches of a dataset held entirely on ``device`` (chapter 00).
 
-    ``images`` uint8 ``(N, C, H, W)``; each batch comes out as float32 in ``[0, 1]``, optionally
-    augmented (``augment(batch_uint8, generator=g)``) and normalised with ``mean``/``std``.
+    ``images`` uint8 ``(N, C, H, W)`` (anything else raises ``ValueError``: float images would be divided
+    by 255 a second time); each batch comes out as float32 in ``[0, 1]``, optionally augmented
+    (``augment(batch_uint8, generator=g)``, called with the loader's own generator) and normalised with
+    ``mean``/``std`` (one value per channel, ``std > 0``).
     Each epoch visits every sample exactly once (the last batch is smaller unless ``drop_last``).
-    The shuffle is driven by the loader's own generator (``seed``), so an epoch is reproducible;
-    ``state_dict``/``load_state_dict`` save and restore it for checkpoint-and-resume.
+    The shuffle and the augmentation draw from the loader's own generator (``seed``), so an epoch is
+    reproducible; ``state_dict``/``load_state_dict`` save and restore that generator, and nothing else.
+    Resuming is therefore exact from a checkpoint written at the end of an epoch; after a mid-epoch save
+    the resumed loader starts a fresh permutation (chapter 00's exercise ch00-ex-resume).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, shuffle: bool = True,
@@ -64,14 +68,25 @@ class GpuLoader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if drop_last and batch_size > images.shape[0]:
             raise ValueError(f"batch_size {batch_size} > dataset size {images.shape[0]} with drop_last: no batches")
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W) (batches are divided by 255), got dtype "
+                             f"{images.dtype} and shape {tuple(images.shape)}")
+        c = images.shape[1]
+        if (mean is None) != (std is None):
+            raise ValueError(f"give both mean and std or neither, got mean={mean}, std={std}")
+        if mean is not None:  # Python sequences (or CPU tensors): checking them here costs no GPU sync
+            mean, std = torch.as_tensor(mean, dtype=torch.float32).cpu(), torch.as_tensor(std, dtype=torch.float32).cpu()
+            if mean.shape != (c,) or std.shape != (c,):
+                raise ValueError(f"mean and std need one value per channel ({c}), got {mean.tolist()} and {std.tolist()}")
+            if not (std > 0).all() or not torch.isfinite(mean).all() or not torch.isfinite(std).all():
+                raise ValueError(f"std must be finite and > 0 and mean finite, got mean={mean.tolist()}, std={std.tolist()}")
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
         self.batch_size, self.shuffle, self.drop_last, self.augment = batch_size, shuffle, drop_last, augment
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        c = images.shape[1]
-        self.mean = None if mean is None else torch.tensor(mean, device=self.device).view(1, c, 1, 1)
-        self.std = None if std is None else torch.tensor(std, device=self.device).view(1, c, 1, 1)
+        self.mean = None if mean is None else mean.to(self.device).view(1, c, 1, 1)
+        self.std = None if std is None else std.to(self.device).view(1, c, 1, 1)
 
     def __len__(self) -> int:
         n = self.images.shape[0]

@@ -20,12 +20,12 @@ STYLE = {
 
 
 def use_course_style() -> None:
-    """Apply the course's matplotlib style (small, gridded, no top/right spines)."""
+    """Apply the course's matplotlib style (small, gridded, no top/right spines; chapter 00)."""
     plt.rcParams.update(STYLE)
 
 
 def to_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> torch.Tensor:
-    """Tile ``(B, C, H, W)`` images (uint8, or float in [0, 1]) into one ``(H', W', C)`` float image."""
+    """Tile ``(B, C, H, W)`` images (uint8, or float in [0, 1]) into one ``(H', W', C)`` float image (chapter 00)."""
     if images.ndim != 4:
         raise ValueError(f"expected (B, C, H, W) images, got shape {tuple(images.shape)}")
     if nrow < 1:
@@ -46,7 +46,7 @@ def to_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> torch.Tensor:
 
 def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None,
                 labels: Sequence[str] | None = None, ax=None, scale: float = 1.0):
-    """Show a batch as a grid (labels, if given, are listed under the grid in reading order)."""
+    """Show a batch as a grid (labels, if given, are listed under the grid in reading order; chapter 00)."""
     grid = to_grid(images, nrow).numpy()
     if ax is None:
         _, ax = plt.subplots(figsize=(scale * grid.shape[1] / 25, scale * grid.shape[0] / 25 + 0.4))
@@ -61,7 +61,7 @@ def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None,
 
 def plot_history(history: Mapping[str, Sequence[float]], xlabel: str = "step", logy: Sequence[str] = (),
                  title: str | None = None):
-    """One panel per metric: ``history = {"train loss": [...], "test acc": [...]}``."""
+    """One panel per metric: ``history = {"train loss": [...], "test acc": [...]}`` (chapter 00)."""
     if not history:
         raise ValueError("history is empty: nothing to plot")
     fig, axes = plt.subplots(1, len(history), figsize=(3.6 * len(history), 3), squeeze=False)
@@ -86,6 +86,8 @@ def pca_2d(features: torch.Tensor, iters: int = 200) -> torch.Tensor:
     ``torch.pca_lowrank`` for reasons not found)."""
     if features.ndim != 2 or features.shape[1] < 2:
         raise ValueError(f"features must be (N, D) with D >= 2, got shape {tuple(features.shape)}")
+    if not isinstance(iters, int) or iters < 1:  # 0 iterations would return a random projection
+        raise ValueError(f"iters must be an int >= 1, got {iters!r}")
     fc = features.float() - features.float().mean(0)
     v = torch.randn(features.shape[1], 2, generator=torch.Generator().manual_seed(0)).to(fc.device)  # (D, 2)
     for _ in range(iters):

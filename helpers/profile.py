@@ -19,7 +19,7 @@ ENV_VAR = "COURSE_PROFILE"
 
 
 def current_profile() -> str:
-    """Return the active profile from ``$COURSE_PROFILE`` (default ``"full"``).
+    """Return the active profile from ``$COURSE_PROFILE`` (default ``"full"``; chapter 00).
 
     Raises ``ValueError`` naming the offending value and the allowed ones.
     """
@@ -32,7 +32,7 @@ def current_profile() -> str:
 
 
 class Config:
-    """Read-only attribute access to one profile's settings (``cfg.epochs``), plus ``cfg.profile``."""
+    """Read-only attribute access to one profile's settings (``cfg.epochs``), plus ``cfg.profile`` (chapter 00)."""
 
     def __init__(self, profile: str, values: Mapping[str, Any]):
         object.__setattr__(self, "profile", profile)
@@ -57,7 +57,7 @@ class Config:
 
 
 def choose(*, full: Mapping[str, Any], smoke: Mapping[str, Any], profile: str | None = None) -> Config:
-    """Return the settings of the active profile. Both profiles must declare the same keys.
+    """Return the settings of the active profile. Both profiles must declare the same keys (chapter 00).
 
     >>> cfg = choose(full=dict(epochs=10), smoke=dict(epochs=1), profile="smoke")
     >>> cfg.epochs, cfg.profile

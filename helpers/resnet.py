@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 
 class BasicBlock(nn.Module):
-    """Two 3×3 conv-BN layers with an identity (or 1×1 projection) shortcut."""
+    """Two 3×3 conv-BN layers with an identity (or 1×1 projection) shortcut (chapter 02)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int = 1):
         super().__init__()
@@ -35,7 +35,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """CIFAR-style ResNet: 3×3 stem, no max-pool, four stages, global average pool → features."""
+    """CIFAR-style ResNet: 3×3 stem, no max-pool, four stages, global average pool → features (chapter 02)."""
 
     def __init__(self, blocks: tuple[int, int, int, int] = (2, 2, 2, 2), width: int = 64, in_channels: int = 3):
         super().__init__()
@@ -67,5 +67,6 @@ class ResNet(nn.Module):
 
 
 def resnet18(width: int = 64, in_channels: int = 3) -> ResNet:
-    """CIFAR-style ResNet-18 (He et al. 2016, with the CIFAR stem); ``width=64`` is the standard size."""
+    """CIFAR-style ResNet-18 (He et al. 2016, with the CIFAR stem); ``width=64`` is the standard size
+    (chapter 02)."""
     return ResNet((2, 2, 2, 2), width=width, in_channels=in_channels)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 from datetime import datetime, timezone
@@ -13,13 +14,14 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from .profile import PROFILES
 from .runtime import device_name, peak_memory_gb
 
 REQUIRED = ("chapter", "profile", "metrics", "device", "minutes", "versions", "git_commit", "created")
 
 
 def project_root(start: Path | None = None) -> Path:
-    """The nearest folder at or above ``start`` (default: cwd) that holds ``_toc.yml``; else cwd."""
+    """The nearest folder at or above ``start`` (default: cwd) that holds ``_toc.yml``; else cwd (chapter 00)."""
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / "_toc.yml").exists():
@@ -38,12 +40,15 @@ def _git_commit(root: Path) -> str | None:
 def build_results(chapter: str, metrics: Mapping[str, Any], *, profile: str, device: torch.device | str,
                   minutes: float, config: Mapping[str, Any] | None = None,
                   reference: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The results record (what :func:`save_results` writes). ``metrics`` values must be JSON numbers,
-    strings or nested lists/dicts of them."""
+    """The results record (what :func:`save_results` writes; chapter 00). ``metrics`` values must be JSON
+    numbers, strings or nested lists/dicts of them; ``profile`` one of ``helpers.profile.PROFILES``;
+    ``minutes`` a finite number >= 0 (JSON has no NaN)."""
     if not chapter or "/" in chapter:
         raise ValueError(f"chapter must be a file stem such as '00_toolkit', got {chapter!r}")
-    if minutes < 0:
-        raise ValueError(f"minutes must be >= 0, got {minutes}")
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes >= 0):
+        raise ValueError(f"minutes must be a finite number >= 0, got {minutes!r}")
     import platform
 
     versions = {"python": platform.python_version(), "torch": torch.__version__,
@@ -85,7 +90,7 @@ def save_results(chapter: str, metrics: Mapping[str, Any], *, profile: str, devi
 
 
 def results_table(rows: Sequence[Sequence[Any]], header: Sequence[str] = ("metric", "this run", "paper / reference", "source")) -> str:
-    """A Markdown table "this run vs the paper"; each row ``(metric, ours, theirs, source)``.
+    """A Markdown table "this run vs the paper"; each row ``(metric, ours, theirs, source)`` (chapter 00).
 
     Floats are shown with 4 significant digits; ``None`` as "—". Display it with
     ``IPython.display.Markdown(results_table(rows))``.

@@ -14,7 +14,7 @@ import torch
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
-    """The device to train on: ``prefer`` if given, else CUDA, else Apple MPS, else CPU."""
+    """The device to train on: ``prefer`` if given, else CUDA, else Apple MPS, else CPU (chapter 00)."""
     if prefer is not None:
         return torch.device(prefer)
     if torch.cuda.is_available():
@@ -39,7 +39,7 @@ def setup(seed: int, device: str | None = None) -> torch.device:
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch (all devices); return a CPU ``torch.Generator`` seeded the same.
+    """Seed Python, NumPy and torch (all devices); return a CPU ``torch.Generator`` seeded the same (chapter 00).
 
     Raises ``ValueError`` for a seed outside ``[0, 2**32)``.
     """
@@ -52,7 +52,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def bf16_supported(device: torch.device | str) -> bool:
-    """True on CUDA GPUs with native bfloat16 (Ampere and newer: A100, H100, L4; not a Colab T4)."""
+    """True on CUDA GPUs with native bfloat16 (Ampere and newer: A100, H100, L4; not a Colab T4; chapter 00)."""
     device = torch.device(device)
     if device.type != "cuda":
         return False
@@ -63,7 +63,7 @@ def bf16_supported(device: torch.device | str) -> bool:
 
 
 def autocast(device: torch.device | str):
-    """bf16 autocast on CUDA GPUs that support it natively; a no-op elsewhere.
+    """bf16 autocast on CUDA GPUs that support it natively; a no-op elsewhere (chapter 00).
 
     On the CPU bf16 is slow and changes the numbers; on a pre-Ampere GPU (a Colab T4) it would be
     emulated, so those run in float32 (TF32 is not available there either) and simply take longer.
@@ -82,20 +82,20 @@ def maybe_compile(model, device: torch.device | str, **kwargs):
 
 
 def reset_peak_memory(device: torch.device | str) -> None:
-    """Start a new peak-memory measurement (CUDA only; a no-op elsewhere)."""
+    """Start a new peak-memory measurement (CUDA only; a no-op elsewhere; chapter 00)."""
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
 
 def peak_memory_gb(device: torch.device | str) -> float | None:
-    """Peak GPU memory allocated by tensors since the last reset, in GiB (None off CUDA)."""
+    """Peak GPU memory allocated by tensors since the last reset, in GiB (None off CUDA; chapter 00)."""
     if torch.device(device).type != "cuda":
         return None
     return torch.cuda.max_memory_allocated() / 2**30
 
 
 def device_name(device: torch.device | str) -> str:
-    """A human name of the device: the GPU model, or the CPU architecture with core count."""
+    """A human name of the device: the GPU model, or the CPU architecture with core count (chapter 00)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -125,7 +125,7 @@ def env_report(device: torch.device | str | None = None, *, show: bool = True) -
 
 
 class Timer:
-    """Wall-clock timer that synchronises CUDA so GPU work is counted where it happened.
+    """Wall-clock timer that synchronises CUDA so GPU work is counted where it happened (chapter 00).
 
     >>> with Timer() as t: pass
     >>> t.seconds >= 0

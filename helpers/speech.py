@@ -53,12 +53,12 @@ PHONES = (PAD,) + tuple(sorted({p for word in LEXICON.values() for p in word}))
 
 
 def fsdd_names() -> list[str]:
-    """The 3,000 FSDD file names ``{digit}_{speaker}_{index}.wav``, sorted."""
+    """The 3,000 FSDD file names ``{digit}_{speaker}_{index}.wav``, sorted (chapter 07, "Data")."""
     return sorted(f"{d}_{s}_{i}.wav" for d in range(10) for s in FSDD_SPEAKERS for i in range(FSDD_PER_DIGIT))
 
 
 def read_wav(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
-    """Read a mono 16-bit PCM wav with :mod:`wave`: ``(samples float32 in [-1, 1), sample_rate)``.
+    """Read a mono 16-bit PCM wav with :mod:`wave`: ``(samples float32 in [-1, 1), sample_rate)`` (chapter 07).
 
     Raises ``ValueError`` naming the file for other sample widths or channel counts.
     """
@@ -72,7 +72,7 @@ def read_wav(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
 
 
 def write_wav(path: str | os.PathLike, x: torch.Tensor, sample_rate: int) -> None:
-    """Write a 1-D float waveform (clipped to [-1, 1]) as mono 16-bit PCM."""
+    """Write a 1-D float waveform (clipped to [-1, 1]) as mono 16-bit PCM (chapter 07)."""
     if x.ndim != 1:
         raise ValueError(f"expected a 1-D waveform, got shape {tuple(x.shape)}")
     if sample_rate < 1:
@@ -126,7 +126,7 @@ def _expected_md5s() -> dict[str, str]:
 
 
 def fsdd_files() -> list[Path]:
-    """The 3,000 FSDD wav paths under ``COURSE_DATA/speech/fsdd/recordings``, each MD5-checked.
+    """The 3,000 FSDD wav paths under ``COURSE_DATA/speech/fsdd/recordings``, each MD5-checked (chapter 07, "Data").
 
     Raises :class:`~helpers.data.DataMissingError` naming the first missing file and ``COURSE_DATA``
     (after a download attempt when ``COURSE_DOWNLOAD=1``), or :class:`~helpers.data.ChecksumError`
@@ -172,7 +172,10 @@ def load_fsdd() -> dict:
 
 
 def phonemize(word: str) -> list[int]:
-    """Phone ids (indices into :data:`PHONES`) of a digit word from the hand lexicon ("zero" ... "nine")."""
+    """Phone ids (indices into :data:`PHONES`) of a digit word from the hand lexicon ("zero" ... "nine").
+
+    Chapter 07, "Data".
+    """
     if word not in LEXICON:
         raise ValueError(f"{word!r} is not in the lexicon; known words: {', '.join(DIGIT_WORDS)}")
     return [PHONES.index(p) for p in LEXICON[word]]
@@ -182,12 +185,12 @@ def phonemize(word: str) -> list[int]:
 
 
 def hz_to_mel(f: torch.Tensor | float) -> torch.Tensor:
-    """The HTK mel scale ``m = 2595 log10(1 + f / 700)``."""
+    """The HTK mel scale ``m = 2595 log10(1 + f / 700)`` (chapter 07, "The mel scale and the filterbank")."""
     return 2595.0 * torch.log10(1.0 + torch.as_tensor(f, dtype=torch.float64) / 700.0)
 
 
 def mel_to_hz(m: torch.Tensor | float) -> torch.Tensor:
-    """Inverse of :func:`hz_to_mel`: ``f = 700 (10^(m / 2595) - 1)``."""
+    """Inverse of :func:`hz_to_mel`: ``f = 700 (10^(m / 2595) - 1)`` (chapter 07)."""
     return 700.0 * (10.0 ** (torch.as_tensor(m, dtype=torch.float64) / 2595.0) - 1.0)
 
 
@@ -197,6 +200,7 @@ def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, f_min: float = 0.0
 
     Filter ``m`` rises linearly from mel point ``m`` to ``m + 1`` and falls to ``m + 2``, where the
     ``n_mels + 2`` points are equally spaced in mel between ``f_min`` and ``f_max`` (default Nyquist).
+    Raises ``ValueError`` when a filter would contain no FFT bin (too many mels for ``n_fft``).
     """
     f_max = sample_rate / 2 if f_max is None else f_max
     if n_mels < 1 or n_fft < 2 or sample_rate < 1:
@@ -209,7 +213,13 @@ def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, f_min: float = 0.0
     lo, mid, hi = pts[:-2, None], pts[1:-1, None], pts[2:, None]  # (M, 1) each
     up = (freqs[None] - lo) / (mid - lo)
     down = (hi - freqs[None]) / (hi - mid)
-    return torch.clamp(torch.minimum(up, down), min=0.0).float()  # (M, F)
+    fb = torch.clamp(torch.minimum(up, down), min=0.0)  # (M, F)
+    empty = (fb.amax(1) == 0).nonzero().flatten()
+    if len(empty):  # too many mels for the FFT's bin spacing: some triangles fall between two bins
+        raise ValueError(f"n_mels={n_mels} is too many for n_fft={n_fft} at sample_rate={sample_rate} "
+                         f"(bins {sample_rate / n_fft:g} Hz apart): {len(empty)} filters, e.g. mel {int(empty[0])}, "
+                         f"contain no FFT bin; use fewer mels or a larger n_fft")
+    return fb.float()
 
 
 def _window(win_length: int, device) -> torch.Tensor:
@@ -217,7 +227,10 @@ def _window(win_length: int, device) -> torch.Tensor:
 
 
 def stft_magnitude(x: torch.Tensor, n_fft: int, hop: int, win_length: int | None = None) -> torch.Tensor:
-    """``|STFT(x)|`` with a periodic Hann window and centred frames: ``(..., n_fft // 2 + 1, 1 + L // hop)``."""
+    """``|STFT(x)|`` with a periodic Hann window and centred frames: ``(..., n_fft // 2 + 1, 1 + L // hop)``.
+
+    Chapter 07, "The short-time Fourier transform".
+    """
     if hop < 1 or n_fft < 2:
         raise ValueError(f"need hop >= 1 and n_fft >= 2, got hop={hop}, n_fft={n_fft}")
     win_length = n_fft if win_length is None else win_length
@@ -238,7 +251,8 @@ def log_mel(x: torch.Tensor, fbank: torch.Tensor, n_fft: int, hop: int, floor: f
 
 
 def mel_to_linear(mel_mag: torch.Tensor, fbank: torch.Tensor, n_iter: int = 50) -> torch.Tensor:
-    """Non-negative least squares ``min_S>=0 ||M S - mel||^2`` by projected gradient, started at ``M^+ mel``.
+    """Non-negative least squares ``min_S>=0 ||M S - mel||^2`` by projected gradient, started at ``M^+ mel``
+    (chapter 07, "Hearing a mel spectrogram: Griffin-Lim").
 
     ``mel_mag``: ``(..., n_mels, T)`` *magnitudes* (not logs); returns ``(..., n_freq, T)``.
     """
@@ -281,7 +295,7 @@ def griffin_lim(mag: torch.Tensor, n_fft: int, hop: int, n_iter: int = 32, momen
 
 
 def spectral_convergence(mag: torch.Tensor, x: torch.Tensor, n_fft: int, hop: int) -> float:
-    """``|| |STFT(x)| - mag ||_F / || mag ||_F``: how consistent a waveform is with a target magnitude."""
+    """``|| |STFT(x)| - mag ||_F / || mag ||_F``: how consistent a waveform is with a target magnitude (chapter 07)."""
     got = stft_magnitude(x, n_fft, hop)[..., : mag.shape[-1]]
     return float(torch.linalg.norm(got - mag) / torch.linalg.norm(mag))
 
@@ -291,7 +305,8 @@ def frame_pitch(x: torch.Tensor, sample_rate: int, frame: int, hop: int, f_min: 
     """F0 per frame (Hz; 0 = unvoiced) from the normalised autocorrelation peak (chapter 07, "Pitch").
 
     Frames are centred like :func:`stft_magnitude` (``1 + L // hop`` of them). A frame is voiced when its
-    best normalised autocorrelation at a lag in ``[sr / f_max, sr / f_min]`` exceeds ``threshold``.
+    best normalised autocorrelation at a lag in ``[sr / f_max, sr / f_min]`` exceeds ``threshold`` and some
+    lag in that range is a local peak (a tone below ``f_min`` has none: unvoiced).
     """
     lag_lo, lag_hi = int(sample_rate // f_max), int(math.ceil(sample_rate / f_min))
     if not 2 <= lag_lo < lag_hi < frame - 1:
@@ -321,7 +336,9 @@ def frame_pitch(x: torch.Tensor, sample_rate: int, frame: int, hop: int, f_min: 
     ok = (mid >= win[..., :-2]) & (mid >= win[..., 2:]) & (mid >= 0.85 * best[..., None])
     lag = ok.float().argmax(-1)
     f0 = sample_rate / (lag + lag_lo).float()
-    f0 = torch.where(best > threshold, f0, torch.zeros_like(f0))
+    # no local peak in range (e.g. a tone below f_min, whose correlation still rises at lag_hi): argmax would
+    # return index 0, the shortest lag, so such a frame is unvoiced, not a false f_max
+    f0 = torch.where(ok.any(-1) & (best > threshold), f0, torch.zeros_like(f0))
     return f0.reshape(*shape[:-1], f0.shape[-1])
 
 
@@ -356,12 +373,16 @@ class SALN(nn.Module):
 def length_regulate(h: torch.Tensor, durations: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Repeat phoneme ``n`` of ``h`` ``durations[b, n]`` times (chapter 07, Eq. lr), padded to ``max_len`` frames.
 
-    ``h``: ``(B, N, C)``, ``durations``: non-negative ints ``(B, N)``. Returns ``(B, max_len, C)`` (zeros after
-    the last frame; sequences longer than ``max_len`` are cut) and the frame counts ``(B,)``. Static shapes:
-    frame ``t`` takes phoneme ``#{n : cumsum(d)_n <= t}``, found with ``searchsorted``.
+    ``h``: ``(B, N, C)``, ``durations``: non-negative ints ``(B, N)`` (an integer dtype: round predicted
+    durations first; floats raise). Returns ``(B, max_len, C)`` (zeros after the last frame; sequences longer
+    than ``max_len`` are cut) and the frame counts ``(B,)``. Static shapes: frame ``t`` takes phoneme
+    ``#{n : cumsum(d)_n <= t}``, found with ``searchsorted``.
     """
     if h.ndim != 3 or durations.shape != h.shape[:2]:
         raise ValueError(f"h {tuple(h.shape)} and durations {tuple(durations.shape)} do not fit (B, N, C)/(B, N)")
+    if durations.is_floating_point() or durations.is_complex() or durations.dtype == torch.bool:
+        raise ValueError(f"durations must be an integer tensor (round them first), got dtype {durations.dtype}: "
+                         f"{durations.flatten()[:6].tolist()}")
     if durations.device.type == "cpu" and (durations < 0).any():  # no host sync per step on a GPU
         raise ValueError(f"durations must be >= 0, got {durations.tolist()}")
     if max_len < 1:

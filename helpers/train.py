@@ -2,8 +2,11 @@
 
 A Colab runtime can vanish at any moment. :class:`Checkpoint` saves the model, optimizer, scheduler,
 the step counter and every random-number state atomically every N steps and/or minutes, and
-``resume()`` restores them, so a restarted run continues exactly where the last save left it —
-the next step's loss is identical to the uninterrupted run's (tested in ``tests/test_train.py``).
+``resume()`` restores them. A checkpoint written at the end of an epoch, as chapter 00 writes them,
+resumes exactly: the next step's loss is identical to the uninterrupted run's (tested in
+``tests/test_train.py``). A mid-epoch save is not exact with a :class:`~helpers.loader.GpuLoader`,
+which stores only its generator: the resumed run draws a fresh permutation for the rest of that epoch
+(chapter 00's exercise ch00-ex-resume explains why and how to fix it).
 """
 
 from __future__ import annotations
@@ -21,16 +24,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .profile import PROFILES
+
 
 def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", **kwargs) -> tqdm:
-    """A ``tqdm.auto`` bar (a widget in Jupyter, text elsewhere); set live metrics with ``bar.set_postfix``."""
+    """A ``tqdm.auto`` bar (a widget in Jupyter, text elsewhere); set live metrics with ``bar.set_postfix``
+    (chapter 00)."""
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("mininterval", 1.0)
     return tqdm(iterable, total=total, desc=desc, **kwargs)
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch CPU and CUDA random states, in a form ``torch.load(weights_only=True)`` accepts."""
+    """Python, NumPy, torch CPU and CUDA random states, in a form ``torch.load(weights_only=True)`` accepts
+    (chapter 00)."""
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
@@ -43,7 +50,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured."""
+    """Restore what :func:`rng_state` captured (chapter 00)."""
     random.setstate(_to_tuple(state["python"]))
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
@@ -57,7 +64,7 @@ def _to_tuple(x):
 
 
 class Checkpoint:
-    """Atomic, periodic checkpoints of everything a training loop needs to resume.
+    """Atomic, periodic checkpoints of everything a training loop needs to resume (chapter 00).
 
     ``objects`` maps names to things with ``state_dict``/``load_state_dict`` (model, optimizer,
     scheduler, GradScaler, a :class:`~helpers.loader.GpuLoader`...). Typical loop::
@@ -71,6 +78,12 @@ class Checkpoint:
 
     A save writes a temporary file and renames it over the old one, so a crash mid-save leaves the
     previous checkpoint intact. Files are read back with ``torch.load(weights_only=True)``.
+
+    Resumption is exact when checkpoints are written at epoch ends (chapter 00 calls ``save`` after each
+    epoch; ``every_steps`` a multiple of the epoch length does the same). A :class:`~helpers.loader.GpuLoader` stores only its generator, so
+    after a mid-epoch save (``every_minutes``, or ``every_steps`` inside an epoch) the resumed run starts
+    a fresh permutation: the rest of that epoch sees other images than the uninterrupted run would
+    (chapter 00's exercise ch00-ex-resume).
     """
 
     def __init__(self, path: str | os.PathLike, *, every_steps: int | None = None,
@@ -149,6 +162,8 @@ def run_dir(chapter: str, profile: str, config: Mapping[str, Any] | None = None)
 
     if not chapter or "/" in chapter:
         raise ValueError(f"chapter must be a file stem such as '00_toolkit', got {chapter!r}")
+    if profile not in PROFILES:  # a misspelt profile would start an orphan run folder
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     name = f"{chapter}-{profile}"
     if config is not None:
         blob = json.dumps(dict(config), sort_keys=True, default=repr).encode()

@@ -59,7 +59,7 @@ def _check_length(value: int, name: str) -> None:
 def attention(x: torch.Tensor, z: torch.Tensor, w_q: torch.Tensor, b_q: torch.Tensor, w_k: torch.Tensor,
               b_k: torch.Tensor, w_v: torch.Tensor, b_v: torch.Tensor, mask: torch.Tensor | None = None,
               *, return_weights: bool = False):
-    """Algorithm 4, ``Attention(X, Z | W_qkv, Mask)``, in the paper's column convention.
+    """Algorithm 4, ``Attention(X, Z | W_qkv, Mask)``, in the paper's column convention (chapter 04).
 
     ``x``: ``(..., d_x, l_x)`` primary sequence; ``z``: ``(..., d_z, l_z)`` context; ``w_q, w_k``:
     ``(d_attn, d_x)``/``(d_attn, d_z)``; ``w_v``: ``(d_out, d_z)``; biases are vectors; ``mask``: boolean,
@@ -83,7 +83,7 @@ def attention(x: torch.Tensor, z: torch.Tensor, w_q: torch.Tensor, b_q: torch.Te
 
 def mh_attention(x: torch.Tensor, z: torch.Tensor, heads: list[tuple[torch.Tensor, ...]], w_o: torch.Tensor,
                  b_o: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Algorithm 5, ``MHAttention(X, Z | W, Mask)``: run :func:`attention` once per head (``heads`` holds
+    """Algorithm 5 (chapter 04), ``MHAttention(X, Z | W, Mask)``: run :func:`attention` once per head (``heads`` holds
     ``(w_q, b_q, w_k, b_k, w_v, b_v)`` for each), stack the ``(d_mid, l_x)`` outputs into
     ``Y`` of shape ``(H * d_mid, l_x)`` and return ``W_o Y + b_o`` — ``(..., d_out, l_x)``."""
     if len(heads) < 1:
@@ -95,7 +95,7 @@ def mh_attention(x: torch.Tensor, z: torch.Tensor, heads: list[tuple[torch.Tenso
 
 
 def layer_norm(e: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Algorithm 6, ``layer_norm(e | gamma, beta)`` over the last dimension of ``e`` (``(..., d_e)``).
+    """Algorithm 6, ``layer_norm(e | gamma, beta)`` over the last dimension of ``e`` (``(..., d_e)``); chapter 04.
 
     The paper divides by ``sqrt(v)``; ``eps`` (added to ``v``, as ``F.layer_norm`` does) keeps a
     constant vector finite. ``eps=0`` is the paper's formula.

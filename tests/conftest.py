@@ -1,10 +1,16 @@
 """Shared fixtures. Notebooks run in the smoke profile (the Makefile sets COURSE_PROFILE=smoke)."""
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))
+from nbclient_polling import install as install_sliced_polls  # noqa: E402
+
 os.environ.setdefault("COURSE_PROFILE", "smoke")
+install_sliced_polls()  # nbmake executes the notebooks through nbclient: see tests/nbclient_polling.py
 
 
 @pytest.fixture

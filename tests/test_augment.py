@@ -37,6 +37,68 @@ def test_crop_boxes_fall_back_to_centre_crop_like_torchvision():
     assert boxes.tolist() == [[0, 10, 10, 10]] * 4
 
 
+@pytest.mark.parametrize("height, width", [(10, 40), (40, 10), (20, 20)])
+def test_crop_fallback_equals_torchvisions_for_wide_tall_and_square_images(height, width):
+    # the whole area at aspect 3/4..4/3 never fits a 1:4 or 4:1 image: both fall back; a square one fits
+    rrc = T.RandomResizedCrop(8, scale=(1.0, 1.0))
+    tv = rrc.make_params([torch.zeros(3, height, width)])
+    ours = augment.sample_crop_boxes(3, height, width, scale=(1.0, 1.0), generator=torch.Generator().manual_seed(0))
+    assert ours.tolist() == [[tv["top"], tv["left"], tv["height"], tv["width"]]] * 3
+
+
+def _torchvision_rule(u, height, width, scale, ratio):
+    """torchvision's ``RandomResizedCrop.get_params`` (v0.29), transcribed with its random numbers taken from
+    ``u`` (attempts, 4) — area, log-aspect, top, left uniforms — instead of the global RNG:
+    ``randint(0, m)`` is ``floor(u * m)``."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for a in u.tolist():
+        target_area = area * (scale[0] + (scale[1] - scale[0]) * a[0])
+        aspect_ratio = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * a[1])
+        w = int(round(math.sqrt(target_area * aspect_ratio)))
+        h = int(round(math.sqrt(target_area / aspect_ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            return [math.floor(a[2] * (height - h + 1)), math.floor(a[3] * (width - w + 1)), h, w], True
+    in_ratio = float(width) / float(height)
+    if in_ratio < min(ratio):
+        w = width
+        h = int(round(w / min(ratio)))
+    elif in_ratio > max(ratio):
+        h = height
+        w = int(round(h * max(ratio)))
+    else:
+        w = width
+        h = height
+    return [(height - h) // 2, (width - w) // 2, h, w], False
+
+
+@pytest.mark.parametrize("height, width, scale", [(10, 40, (0.2, 1.0)), (40, 10, (0.2, 1.0)), (32, 32, (0.08, 1.0))])
+def test_crop_boxes_follow_torchvisions_rule_box_by_box(height, width, scale):
+    """Fed the same uniforms (one (n, attempts, 4) block drawn from the generator), every box equals the one
+    torchvision's loop picks: the first candidate that fits, log-uniform aspect, and the centred fallback."""
+    n, ratio = 400, (3 / 4, 4 / 3)
+    ours = augment.sample_crop_boxes(n, height, width, scale, ratio, generator=torch.Generator().manual_seed(3))
+    u = torch.rand(n, 10, 4, generator=torch.Generator().manual_seed(3)).double()
+    ref, fitted = zip(*(_torchvision_rule(u[i], height, width, scale, ratio) for i in range(n)))
+    assert ours.tolist() == list(ref)
+    if height != width:  # the case exercises the fallback and picks among several fitting candidates
+        assert 0 < sum(fitted) < n
+        log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+        target = height * width * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+        aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
+        fits = (torch.sqrt(target * aspect).round() <= width) & (torch.sqrt(target / aspect).round() <= height)
+        assert (fits.sum(1) >= 2).sum() > 20
+
+
+def test_crop_aspect_ratio_is_log_uniform():
+    # on a large image every candidate fits at once: log(w / h) is then ~U(log 3/4, log 4/3), mean 0
+    boxes = augment.sample_crop_boxes(20000, 1000, 1000, scale=(0.1, 0.5), generator=torch.Generator().manual_seed(6))
+    log_aspect = torch.log(boxes[:, 3] / boxes[:, 2])
+    assert abs(log_aspect.mean()) < 0.006  # a linear draw would give +0.028 (SE 0.0012)
+    assert log_aspect.min() > math.log(3 / 4) - 0.01 and log_aspect.max() < math.log(4 / 3) + 0.01
+    assert abs((log_aspect < 0).float().mean() - 0.5) < 0.02
+
+
 def test_crop_box_statistics_match_torchvision():
     # same sampling rule: the mean area fraction of 4000 boxes agrees with torchvision's RandomResizedCrop
     torch.manual_seed(0)
@@ -86,6 +148,21 @@ def test_hflip_matches_torchvision():
     for i in range(6):
         ref = TF.horizontal_flip(x[i]) if flags[i] else x[i]
         assert torch.equal(out[i], ref)
+
+
+@pytest.mark.parametrize("name", ["brightness", "contrast", "saturation"])
+def test_negative_blend_factors_raise_like_torchvision(name):
+    x = _images(b=3)
+    with pytest.raises(ValueError):
+        getattr(TF, f"adjust_{name}")(x[0], -0.5)
+    with pytest.raises(ValueError, match="-0.5"):
+        getattr(augment, f"adjust_{name}")(x, -0.5)
+    with pytest.raises(ValueError, match="-0.5"):
+        getattr(augment, f"adjust_{name}")(x, torch.tensor([1.0, -0.5, 0.2]))
+    factors = torch.tensor([[1.0, 1.0, 1.0, 0.0]] * 3)
+    factors[1, ["brightness", "contrast", "saturation"].index(name)] = -0.5
+    with pytest.raises(ValueError, match="-0.5"):
+        augment.color_jitter(x, factors)
 
 
 @pytest.mark.parametrize("name", ["brightness", "contrast", "saturation"])
@@ -147,16 +224,18 @@ def test_bad_hue_shift_and_bad_channels_raise():
 # ----------------------------------------------------------------------------- the whole pipeline
 
 def test_params_ranges_and_probabilities():
-    p = augment.sample_params(4000, 32, 32, strength=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, gray_p=0.2,
+    # every probability and every strength different, so that a swapped or misread one shows
+    p = augment.sample_params(4000, 32, 32, flip_p=0.2, strength=(0.5, 0.3, 0.2, 0.1), jitter_p=0.7, gray_p=0.1,
                               generator=torch.Generator().manual_seed(4))
     applied = p.jitter_applied
-    assert abs(applied.float().mean() - 0.8) < 0.03
-    assert abs(p.gray.float().mean() - 0.2) < 0.03
-    assert abs(p.flip.float().mean() - 0.5) < 0.03
+    assert abs(applied.float().mean() - 0.7) < 0.03
+    assert abs(p.gray.float().mean() - 0.1) < 0.03
+    assert abs(p.flip.float().mean() - 0.2) < 0.03
     j = p.jitter[applied]
-    assert j[:, 0].min() >= 0.6 and j[:, 0].max() <= 1.4
-    assert j[:, 2].min() >= 0.8 and j[:, 2].max() <= 1.2
-    assert j[:, 3].abs().max() <= 0.1
+    # each factor ~U(1 - s, 1 + s) with its own s (ColorJitter(0.5, 0.3, 0.2)), the hue shift ~U(-0.1, 0.1)
+    for col, (lo, hi) in enumerate([(0.5, 1.5), (0.7, 1.3), (0.8, 1.2), (-0.1, 0.1)]):
+        assert lo <= j[:, col].min() < lo + 0.01 and hi - 0.01 < j[:, col].max() <= hi, col
+        assert abs(j[:, col].mean() - (lo + hi) / 2) < 0.02 * (hi - lo), col
     assert torch.equal(p.jitter[~applied], torch.tensor(augment.IDENTITY_JITTER).expand(int((~applied).sum()), 4))
 
 
@@ -304,6 +383,12 @@ def test_augself_loss_and_errors():
     assert contrastive.augself_loss(zero, t, {"crop": 2.0}).item() == pytest.approx(2 * 0.25)
     with pytest.raises(ValueError, match="missing"):
         contrastive.augself_loss(zero, t, {"flip": 1.0})
+    with pytest.raises(ValueError, match="'color'.*-1.0"):
+        contrastive.augself_loss(zero, t, {"crop": 1.0, "color": -1.0})  # would reward errors
+    with pytest.raises(ValueError, match="nan"):
+        contrastive.augself_loss(zero, t, {"crop": float("nan")})
+    with pytest.raises(ValueError, match="-2.0"):
+        contrastive.augself_loss(zero, t, {"crop": torch.tensor(-2.0)})
     with pytest.raises(ValueError, match="temperature"):
         contrastive.info_nce(torch.randn(2, 3), torch.randn(2, 3), 0.0)
 

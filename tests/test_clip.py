@@ -48,12 +48,23 @@ def test_loss_equals_the_mean_of_two_chapter02_info_nce_losses():
 
 
 def test_gradient_is_p_plus_q_minus_two_identity_over_2n():
+    """Chapter 03, Eq. (2a): dLoss/dL = (P + Q - 2I) / 2N, pushed through clip_loss to its inputs by the chain rule."""
     torch.manual_seed(3)
-    L = torch.randn(5, 5, requires_grad=True)
-    t = torch.arange(5)
-    (0.5 * (F.cross_entropy(L, t) + F.cross_entropy(L.T, t))).backward()
-    P, Q = L.detach().softmax(1), L.detach().softmax(0)
-    assert torch.allclose(L.grad, (P + Q - 2 * torch.eye(5)) / 10, atol=1e-6)
+    n = 5
+    u, v = torch.randn(n, 4, requires_grad=True), torch.randn(n, 4, requires_grad=True)
+    scale = clip.LogitScale(init_temperature=0.2)
+    clip.clip_loss(u, v, scale()).backward()
+    s = scale().detach()
+    uh, vh = F.normalize(u.detach(), dim=1), F.normalize(v.detach(), dim=1)
+    L = s * uh @ vh.T
+    G = (L.softmax(1) + L.softmax(0) - 2 * torch.eye(n)) / (2 * n)  # Eq. (2a)
+    # L_ij = s <u_i/|u_i|, v_j/|v_j|>, and d(u/|u|)/du = (I - uh uh^T) / |u|
+    ref_u = s * (G @ vh - (G @ vh * uh).sum(1, keepdim=True) * uh) / u.detach().norm(dim=1, keepdim=True)
+    ref_v = s * (G.T @ uh - (G.T @ uh * vh).sum(1, keepdim=True) * vh) / v.detach().norm(dim=1, keepdim=True)
+    torch.testing.assert_close(u.grad, ref_u)
+    torch.testing.assert_close(v.grad, ref_v)
+    # dL_ij/dt = L_ij for the log-scale t: the softmax-weighted mean logit minus the true pair's (Eq. (3))
+    torch.testing.assert_close(scale.log_scale.grad, (G * L).sum())
 
 
 def test_loss_limits():
@@ -184,9 +195,20 @@ def test_retrieval_recall_perfect_and_known_values():
     assert r2["i2t_R@1"] == pytest.approx(2 / 3)
 
 
+def test_retrieval_recall_at_k_counts_hits_below_the_top():
+    img = torch.eye(3)
+    txt = torch.tensor([[0.6, 0.8, 0.0], [0.0, 0.5, 0.866], [0.0, 0.0, 1.0]])  # caption i describes image i
+    # image 1's nearest caption is caption 0 (0.8 > 0.5), its own comes second; captions 0 and 1 find their
+    # image second too (0.6 < 0.8, 0.5 < 0.866)
+    r = clip.retrieval_recall(img, txt, torch.tensor([0, 1, 2]), ks=(1, 2))
+    assert r == pytest.approx({"i2t_R@1": 2 / 3, "t2i_R@1": 1 / 3, "i2t_R@2": 1.0, "t2i_R@2": 1.0})
+
+
 def test_retrieval_recall_rejects_bad_owner():
     with pytest.raises(ValueError, match="text_to_image"):
         clip.retrieval_recall(torch.randn(2, 3), torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
+    with pytest.raises(ValueError, match="float32"):  # image indices, not scores
+        clip.retrieval_recall(torch.eye(2), torch.eye(2), torch.tensor([0.0, 1.0]))
     with pytest.raises(ValueError, match="ks"):
         clip.retrieval_recall(torch.randn(2, 3), torch.randn(2, 3), torch.tensor([0, 1]), ks=(0,))
 

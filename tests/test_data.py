@@ -151,3 +151,19 @@ def test_real_mnist_matches_published_counts():
     assert y.bincount().tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     xf, yf = data.load_fashion_mnist("train")
     assert xf.shape == (60000, 1, 28, 28) and yf.bincount().tolist() == [6000] * 10
+
+
+@pytest.mark.skipif(SHARED is None or not (SHARED / "MNIST").exists() or not (SHARED / "FashionMNIST").exists(),
+                    reason="real data not present")
+def test_real_mnist_images_equal_torchvisions_reader(tmp_path):
+    """Pixel content, not just shapes: torchvision's idx reader (on the decompressed file) gives the same
+    images, and the picture is upright — the mean digit 1 and the mean trouser are vertical strokes."""
+    from torchvision.datasets.mnist import read_image_file
+
+    for load, folder, upright_class in ((data.load_mnist, "MNIST", 1), (data.load_fashion_mnist, "FashionMNIST", 1)):
+        x, y = load("test")
+        raw = tmp_path / f"{folder}-t10k-images-idx3-ubyte"
+        raw.write_bytes(gzip.decompress((SHARED / folder / "raw" / "t10k-images-idx3-ubyte.gz").read_bytes()))
+        assert torch.equal(x[:, 0], read_image_file(str(raw)))
+        mean = x[y == upright_class].float().mean(0)[0]  # (28, 28)
+        assert mean.mean(0).std() > 2 * mean.mean(1).std()  # intensity varies across columns, not rows

@@ -90,6 +90,26 @@ def test_bad_inputs_raise_value_errors_naming_the_value(lin):
         D.ddim_timesteps(1000, 2000)
 
 
+def test_bool_and_float_timesteps_are_rejected(lin):
+    # torch.tensor(True) would otherwise index step 1: a mask passed by mistake must not be a timestep
+    x = torch.ones(2, 1)
+    with pytest.raises(ValueError, match="bool"):
+        D.q_sample(lin, x, torch.tensor(True), torch.zeros_like(x))
+    with pytest.raises(ValueError, match="bool"):
+        D.gather(lin.betas, torch.tensor([True, False]), x)
+    with pytest.raises(ValueError, match="bool"):
+        D.gather(lin.betas, True, x)
+    with pytest.raises(ValueError, match="float"):
+        D.q_sample(lin, x, torch.tensor([1.0, 2.0]), torch.zeros_like(x))
+    with pytest.raises(ValueError, match="float"):
+        D.ddim_sigma(lin, 5.0, 3, eta=1.0)
+    with pytest.raises(ValueError, match="bool"):
+        D.ddim_step(lin, x, True, -1, x)
+    # integer dtypes of any width are fine
+    assert torch.equal(D.gather(lin.betas, torch.tensor([1, 0], dtype=torch.int32), x).flatten(),
+                       lin.betas[[1, 0]].float())
+
+
 # ---------------------------------------------------------------- forward process
 
 
@@ -211,6 +231,18 @@ def test_ddpm_step_noise_scale_and_last_step(lin):
     assert torch.allclose(out, lin.posterior_variance[10].sqrt().expand(2, 3))
 
 
+def test_ddpm_last_step_adds_no_noise_for_an_int_step(lin):
+    # the samplers of chapter 05 pass a Python int; at index 0 (the paper's t = 1) the step returns the mean
+    g = torch.Generator().manual_seed(7)
+    xt, eps, z = (torch.randn(3, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    for clip in (None, 1.0):
+        mean = D.ddpm_step(lin, xt, 0, eps, clip=clip)
+        assert torch.equal(D.ddpm_step(lin, xt, 0, eps, noise=z, variance="beta", clip=clip), mean)
+        # ...and one step later the noise is there, with sigma^2 = beta_t
+        stepped = D.ddpm_step(lin, xt, 1, eps, noise=z, variance="beta", clip=clip)
+        assert torch.allclose(stepped - D.ddpm_step(lin, xt, 1, eps, clip=clip), lin.betas[1].sqrt() * z)
+
+
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
 def test_ddim_eta_one_equals_ddpm_posterior_variance(kind):
     s = D.make_schedule(kind, 1000)
@@ -241,6 +273,30 @@ def test_ddim_eta_zero_is_deterministic_and_exact_on_true_noise(lin):
     assert torch.allclose(D.ddim_step(lin, xt, 900, -1, eps), x0, atol=1e-9)
     with pytest.raises(ValueError, match="noise"):
         D.ddim_step(lin, xt, 900, 400, eps, eta=0.5)
+
+
+@pytest.mark.parametrize("eta, t_prev", [(0.0, 400), (0.5, 400), (1.0, 899), (0.0, -1)])
+def test_ddim_step_with_clip_uses_the_clamped_x0_and_its_own_noise(lin, eta, t_prev):
+    """Chapter 05, "Code vs equation": clamp x0_hat to [-clip, clip], re-derive eps from it, then Eq. (ch05-eq-ddim)."""
+    g = torch.Generator().manual_seed(8)
+    x0 = 3 * torch.randn(4, 5, generator=g, dtype=torch.float64)  # mostly outside [-1, 1]
+    eps_true, z = (torch.randn(4, 5, generator=g, dtype=torch.float64) for _ in range(2))
+    t = 900
+    xt = D.q_sample(lin, x0, t, eps_true)
+    eps = eps_true + 0.3  # an imperfect model prediction
+    ab = lin.alpha_bars[t].item()
+    ab_prev = 1.0 if t_prev == -1 else lin.alpha_bars[t_prev].item()
+    sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
+    x0_hat = ((xt - math.sqrt(1 - ab) * eps) / math.sqrt(ab)).clamp(-1, 1)
+    eps_hat = (xt - math.sqrt(ab) * x0_hat) / math.sqrt(1 - ab)
+    expected = math.sqrt(ab_prev) * x0_hat + math.sqrt(1 - ab_prev - sigma**2) * eps_hat + sigma * z
+    got = D.ddim_step(lin, xt, t, t_prev, eps, eta=eta, noise=z, clip=1.0)
+    assert torch.allclose(got, expected, atol=1e-9)
+    if t_prev == -1:
+        assert torch.allclose(got, x0_hat, atol=1e-9) and got.abs().max() <= 1  # the clean end is the clamped x0
+    unclipped = D.ddim_step(lin, xt, t, t_prev, eps, eta=eta, noise=z)
+    assert not torch.allclose(got, unclipped)  # the clamp mattered here...
+    assert torch.allclose(D.ddim_step(lin, xt, t, t_prev, eps, eta=eta, noise=z, clip=1e6), unclipped, atol=1e-9)
 
 
 def test_ddim_timesteps():
@@ -290,6 +346,18 @@ def test_frechet_distance_closed_forms():
     expected = (mu - 0).square().sum() + (d1.sqrt() - d2.sqrt()).square().sum()
     got = D.frechet_distance(mu, torch.diag(d1), torch.zeros(3), torch.diag(d2))
     assert got == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_frechet_distance_rejects_a_matrix_that_is_no_covariance():
+    eye = torch.eye(2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="cov1.*-1"):
+        D.frechet_distance(torch.zeros(2), -eye, torch.zeros(2), eye)
+    with pytest.raises(ValueError, match="cov2.*-0.5"):
+        D.frechet_distance(torch.zeros(2), eye, torch.zeros(2), torch.diag(torch.tensor([1.0, -0.5])))
+    # a rank-deficient sample covariance (N < D): zero eigenvalues, up to round-off of either sign, are accepted
+    mu, cov = D.gaussian_stats(torch.randn(10, 32, generator=torch.Generator().manual_seed(9), dtype=torch.float64))
+    assert torch.linalg.eigvalsh(cov).min() < 1e-12
+    assert D.frechet_distance(mu, cov, mu, cov) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_frechet_distance_matches_torchmetrics():

@@ -276,3 +276,29 @@ def test_train_step_uses_the_given_objective_and_stores_the_running_mean():
     assert not torch.equal(net_a.layers[0].running_mean, torch.full((16,), 0.5))  # peer normalisation moved it
     loss, total, y, m = ff.layer_objective(net_a.layers[0], torch.cat([x_pos, x_neg]), 8, peer=0.0)
     assert m is None and torch.equal(loss, total) and y.shape == (16, 16)
+
+
+def test_peer_normalisation_penalty_and_its_straight_through_gradient():
+    """Chapter 06: m = momentum * running_mean + (1 - momentum) * mean activity on the positives, and
+    total = loss + peer * mean_j (mean(m) - m_j)^2, whose gradient reaches dead units through a slope-1 ReLU."""
+    torch.manual_seed(1)
+    layer = ff.FFLayer(20, 6)
+    with torch.no_grad():
+        layer.running_mean.copy_(torch.tensor([0.1, 0.9, 0.4, 0.2, 0.7, 0.5]))
+        layer.linear.bias[2] = -100.0  # unit 2 is dead on every input: relu gives it no gradient of its own
+    b, peer, momentum = 5, 0.3, 0.8
+    h = torch.rand(9, 20, generator=torch.Generator().manual_seed(2))  # 5 positives, 4 negatives
+    loss, total, y, m = ff.layer_objective(layer, h, b, peer=peer, peer_momentum=momentum)
+    act = torch.relu(layer.linear(ff.normalize_length(h))).detach()[:b].mean(0)  # (6,) mean activity on positives
+    assert act[2] == 0
+    m_ref = momentum * layer.running_mean + (1 - momentum) * act
+    torch.testing.assert_close(m.detach(), m_ref)
+    penalty = (m_ref.mean() - m_ref).pow(2).mean()
+    assert penalty > 0.01
+    torch.testing.assert_close((total - loss).detach(), peer * penalty)
+    # d(peer * penalty)/d bias_k = peer * (2 / d) (m_k - mean m) * (1 - momentum) * d act_k / d z, and the
+    # straight-through ReLU makes that last factor 1 for every unit, the dead one included
+    (grad,) = torch.autograd.grad(total - loss, layer.linear.bias)
+    expected = peer * 2 / 6 * (m_ref - m_ref.mean()) * (1 - momentum)
+    torch.testing.assert_close(grad, expected)
+    assert grad[2] < 0  # below the layer average, so gradient descent raises the dead unit's bias

@@ -269,6 +269,8 @@ def test_body_only_aggregation_is_a_weighted_average_and_leaves_the_head(toy):
     (torch.ones(2), None, r"\(3,\)"),
     (torch.tensor([1.0, -1.0, 1.0]), None, "-1.0"),
     (torch.zeros(3), None, "positive sum"),
+    (torch.tensor([1.0, float("nan"), 1.0]), None, "nan"),   # would make every averaged parameter NaN
+    (torch.tensor([1.0, float("inf"), 1.0]), None, "inf"),
     (torch.ones(3), ["head.nope"], "head.nope"),
 ])
 def test_aggregate_rejects_bad_input(toy, weights, names, message):
@@ -290,3 +292,14 @@ def test_evaluate_matches_per_client_forward(toy):
         assert acc[k] == (logits.argmax(1) == y[parts[k]]).float().mean()
     with pytest.raises(ValueError, match="parts"):
         fl.evaluate(model, params, images, y, parts[:1], transform=tf)
+
+
+def test_label_counts_counts_and_rejects_labels_outside_the_classes():
+    labels = torch.tensor([0, 2, 2, 1, 0, 2])
+    counts = fl.label_counts(labels, [torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])], 3)
+    assert counts.tolist() == [[1, 0, 2], [1, 1, 1]]
+    assert fl.label_counts(labels, [torch.tensor([0, 1, 2])], 4).tolist() == [[1, 0, 2, 0]]
+    with pytest.raises(ValueError, match="label 5"):
+        fl.label_counts(torch.tensor([0, 1, 5, 7]), [torch.arange(4)], 3)  # 5 and 7 would vanish from the counts
+    with pytest.raises(ValueError, match="label -1"):
+        fl.label_counts(torch.tensor([0, -1]), [torch.arange(2)], 3)

@@ -44,3 +44,5 @@ def test_pca_2d_matches_the_svd_directions():
         assert abs(torch.nn.functional.cosine_similarity(xy[:, k], ref[:, k], dim=0)) > 0.999
     with pytest.raises(ValueError, match="16"):
         pca_2d(torch.randn(16))
+    with pytest.raises(ValueError, match="iters"):
+        pca_2d(f, iters=0)  # no iteration: the random start vectors, not principal directions

@@ -29,6 +29,18 @@ def test_bad_chapter_names(bad):
         build_results(bad, {}, profile="full", device="cpu", minutes=1)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(profile="ful", minutes=1.0), "'ful'"),           # a misspelt profile
+    (dict(profile="full", minutes=float("nan")), "nan"),   # json.dumps would write NaN: not JSON
+    (dict(profile="full", minutes=float("inf")), "inf"),
+    (dict(profile="full", minutes=-1.0), "-1.0"),
+])
+def test_bad_profile_and_minutes_are_rejected_before_writing(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        save_results("x", {"a": 1.0}, device="cpu", folder=tmp_path, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unserialisable_metrics_fail_before_writing(tmp_path):
     with pytest.raises(TypeError):
         save_results("x", {"bad": object()}, profile="full", device="cpu", minutes=1, folder=tmp_path)

@@ -1,5 +1,7 @@
 import contextlib
+import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +16,16 @@ def test_seed_everything_makes_runs_repeatable():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     runtime.seed_everything(8)
     assert not torch.equal(a[0], torch.randn(5))
+
+
+def test_seed_everything_seeds_python_and_numpy_too():
+    runtime.seed_everything(7)
+    a = random.random(), np.random.rand(4).tolist(), np.random.randint(0, 1000, 3).tolist()
+    runtime.seed_everything(7)
+    b = random.random(), np.random.rand(4).tolist(), np.random.randint(0, 1000, 3).tolist()
+    assert a == b
+    runtime.seed_everything(8)
+    assert random.random() != a[0] and np.random.rand(4).tolist() != a[1]
 
 
 @pytest.mark.parametrize("seed", [-1, 2**32, 1.5, "3"])

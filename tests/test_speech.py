@@ -114,6 +114,13 @@ def test_mel_filterbank_rejects_bad_band():
         S.mel_filterbank(40, 256, 8000, 0.0, 5000.0)
 
 
+def test_mel_filterbank_rejects_filters_that_contain_no_bin():
+    # 80 mels over the 33 bins of a 64-point FFT: many low triangles fall between two bins (all-zero rows)
+    with pytest.raises(ValueError, match="n_mels=80.*n_fft=64"):
+        S.mel_filterbank(80, 64, 8000)
+    assert (S.mel_filterbank(40, 256, 8000).amax(1) > 0).all()  # the chapter's setting: every filter sees a bin
+
+
 def test_stft_magnitude_parity_and_round_trip():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 2000, generator=g)
@@ -161,6 +168,13 @@ def test_griffin_lim_converges_and_is_deterministic():
     assert y.shape == (4000,) and torch.equal(y, y2)
     sc0, sc = S.spectral_convergence(mag, y0, n_fft, hop), S.spectral_convergence(mag, y, n_fft, hop)
     assert sc < 0.5 * sc0 and sc < 0.2, (sc0, sc)
+    # the "fast" momentum step is what makes 40 rounds enough: plain Griffin-Lim (momentum 0) lags far behind
+    plain = S.griffin_lim(mag, n_fft, hop, n_iter=40, momentum=0.0, length=4000,
+                          generator=torch.Generator().manual_seed(0))
+    sc_plain = S.spectral_convergence(mag, plain, n_fft, hop)
+    assert sc < 0.6 * sc_plain, (sc, sc_plain)
+    with pytest.raises(ValueError, match="momentum=1.0"):
+        S.griffin_lim(mag, n_fft, hop, momentum=1.0)
 
 
 def test_frame_pitch_finds_a_tone_and_silence():
@@ -171,6 +185,25 @@ def test_frame_pitch_finds_a_tone_and_silence():
     assert f0.shape == (2, 1 + 4000 // 80)
     assert (f0[0, 3:-3] - 160).abs().max() < 8
     assert (f0[1] == 0).all()
+
+
+def test_frame_pitch_tone_below_f_min_is_unvoiced():
+    # a 50 Hz period (160 samples) is longer than the longest lag searched (f_min = 60 Hz: 134 samples); its
+    # correlation still rises at the last lag, so no lag in range is a peak: unvoiced, not a false f_max
+    sr = 8000
+    t = torch.arange(4000) / sr
+    tones = torch.stack([0.5 * torch.sin(2 * math.pi * f * t) for f in (50.0, 55.0, 100.0, 300.0)])
+    f0 = S.frame_pitch(tones, sr, frame=256, hop=80)
+    assert (f0[:2] == 0).all(), f0[:2].unique()
+    assert (f0[2, 3:-3] - 100).abs().max() < 2 and (f0[3, 3:-3] - 300).abs().max() < 8
+
+
+def test_frame_pitch_threshold_decides_voicing():
+    noise = torch.randn(4000, generator=torch.Generator().manual_seed(0))  # no period: weak correlation
+    assert (S.frame_pitch(noise, 8000, frame=256, hop=80) == 0).all()  # default threshold 0.45: unvoiced
+    assert (S.frame_pitch(noise, 8000, frame=256, hop=80, threshold=0.1) > 0).all()  # a lax one calls it voiced
+    with pytest.raises(ValueError, match="threshold=1.5"):
+        S.frame_pitch(noise, 8000, frame=256, hop=80, threshold=1.5)
 
 
 # ------------------------------------------------------------------ SALN and the length regulator
@@ -225,6 +258,17 @@ def test_length_regulator_cuts_and_passes_gradients():
     assert torch.equal(h.grad[0, :, 0], torch.tensor([4.0, 2.0]))
     with pytest.raises(ValueError, match="-1"):
         S.length_regulate(h, torch.tensor([[2, -1]]), max_len=6)
+
+
+def test_length_regulator_rejects_float_durations():
+    # a predicted duration 1.7 must be rounded by the caller, not silently truncated to 1
+    h = torch.randn(1, 2, 3)
+    with pytest.raises(ValueError, match="float32.*1.7"):
+        S.length_regulate(h, torch.tensor([[1.7, 1.7]]), max_len=6)
+    with pytest.raises(ValueError, match="bool"):
+        S.length_regulate(h, torch.tensor([[True, False]]), max_len=6)
+    out, n = S.length_regulate(h, torch.tensor([[2, 1]], dtype=torch.int32), max_len=6)  # any integer dtype
+    assert n.item() == 3 and torch.equal(out[0, :3], h[0, [0, 0, 1]])
 
 
 def test_uniform_durations():

@@ -1,10 +1,13 @@
+import random
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from helpers.loader import GpuLoader, random_crop_flip
 from helpers.runtime import seed_everything
-from helpers.train import Checkpoint, run_dir
+from helpers.train import Checkpoint, rng_state, run_dir, set_rng_state
 
 
 def _setup(seed=0):
@@ -43,7 +46,9 @@ def test_resume_gives_the_identical_next_step_loss(tmp_path):
     model, opt, sched, loader = _setup()
     reference = _train(model, opt, sched, loader, 0, 12)
 
-    # interrupted run: checkpoint at step 8 (the middle of an epoch), then a "new session"
+    # interrupted run: checkpoint at step 8 (an epoch boundary: epochs are 4 batches, so step 8 ends
+    # epoch 2), then a "new session". Only such saves resume exactly: the GpuLoader stores its generator
+    # alone, so after a mid-epoch save the resumed loader would start a fresh permutation.
     model, opt, sched, loader = _setup()
     ckpt = Checkpoint(tmp_path / "ck.pt", every_steps=8, model=model, opt=opt, sched=sched, loader=loader)
     first = _train(model, opt, sched, loader, 0, 8, ckpt)
@@ -103,6 +108,29 @@ def test_run_dir_separates_profiles(monkeypatch, tmp_path):
     assert run_dir("00_toolkit", "smoke") != run_dir("00_toolkit", "full")
     with pytest.raises(ValueError, match="'a/b'"):
         run_dir("a/b", "full")
+    with pytest.raises(ValueError, match="'ful'"):
+        run_dir("00_toolkit", "ful")
+    assert not (tmp_path / "runs" / "00_toolkit-ful").exists()
+
+
+def _draws():
+    return random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist()
+
+
+def test_rng_state_round_trips_python_numpy_and_torch(tmp_path):
+    seed_everything(5)
+    state = rng_state()
+    expected = _draws()
+    random.seed(99), np.random.seed(99), torch.manual_seed(99)  # every generator moves elsewhere
+    set_rng_state(state)
+    assert _draws() == expected
+    # and through a checkpoint file read back with weights_only=True
+    seed_everything(6)
+    Checkpoint(tmp_path / "rng.pt", model=nn.Linear(1, 1)).save(1)
+    expected = _draws()
+    random.seed(98), np.random.seed(98), torch.manual_seed(98)
+    assert Checkpoint(tmp_path / "rng.pt", model=nn.Linear(1, 1)).resume() == 1
+    assert _draws() == expected
 
 
 def test_run_dir_changes_with_the_config_and_only_with_it(monkeypatch, tmp_path):

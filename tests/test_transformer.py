@@ -146,14 +146,19 @@ def test_layer_norm_matches_torch():
         tr.layer_norm(e, gamma, beta, eps=-1.0)
 
 
+def _wide_init(m: nn.Module) -> nn.Module:
+    """Weights ~ N(0, 0.5²): large enough that a wrong mask or head layout changes the outputs visibly."""
+    for p in m.parameters():
+        nn.init.normal_(p, 0, 0.5)
+    return m
+
+
 # ---------------------------------------------------------------- efficient vs reference
 
 
 def test_efficient_self_attention_matches_reference():
     torch.manual_seed(4)
-    m = tr.MultiHeadAttention(12, 4)
-    for p in m.parameters():
-        nn.init.normal_(p, 0, 0.5)
+    m = _wide_init(tr.MultiHeadAttention(12, 4))
     x = torch.randn(2, 5, 12)
     for causal, mask in ((False, None), (True, tr.unidirectional_mask(5))):
         ours = m(x, causal=causal)
@@ -168,9 +173,7 @@ def test_efficient_self_attention_matches_reference():
 
 def test_efficient_cross_attention_with_padding_matches_reference():
     torch.manual_seed(5)
-    m = tr.MultiHeadAttention(8, 2, cross=True, d_context=6)
-    for p in m.parameters():
-        nn.init.normal_(p, 0, 0.5)
+    m = _wide_init(tr.MultiHeadAttention(8, 2, cross=True, d_context=6))
     x, z = torch.randn(3, 4, 8), torch.randn(3, 7, 6)
     lengths = torch.tensor([7, 3, 5])
     keep = tr.padding_mask(lengths)  # (B, 1, 1, S)
@@ -241,6 +244,27 @@ def test_gpt_loss_at_init_and_shapes():
         model(torch.zeros(1, 17, dtype=torch.long))
 
 
+def test_attention_maps_of_every_layer_match_the_forward_pass():
+    torch.manual_seed(8)
+    model = tr.GPT(tr.GPTConfig(vocab_size=30, context=9, n_layer=3, n_head=2, d_model=8, dropout=0.0)).eval()
+    for p in model.parameters():
+        nn.init.normal_(p, 0, 0.4)
+    idx = torch.randint(0, 30, (2, 9))
+    inputs = []  # what each block really receives in model(idx)
+    hooks = [blk.register_forward_pre_hook(lambda m, args: inputs.append(args[0])) for blk in model.blocks]
+    model(idx)
+    for h in hooks:
+        h.remove()
+    maps = model.attention_maps(idx)
+    assert len(maps) == len(inputs) == 3
+    causal = torch.ones(9, 9, dtype=torch.bool).tril()
+    for k, (blk, x, w) in enumerate(zip(model.blocks, inputs, maps)):
+        q, key, _ = blk.attn.qkv(blk.ln1(x)).split(8, dim=-1)
+        q, key = q.view(2, 9, 2, 4).transpose(1, 2), key.view(2, 9, 2, 4).transpose(1, 2)  # (B, H, T, hd)
+        ref = torch.softmax((q @ key.mT / 2.0).masked_fill(~causal, float("-inf")), dim=-1)
+        torch.testing.assert_close(w, ref, msg=f"layer {k}")
+
+
 def test_generate_is_deterministic_given_a_generator():
     torch.manual_seed(9)
     model = tr.GPT(tr.GPTConfig(vocab_size=20, context=8, n_layer=1, n_head=2, d_model=16, dropout=0.0)).eval()
@@ -250,6 +274,44 @@ def test_generate_is_deterministic_given_a_generator():
     assert a.shape == (2, 13) and torch.equal(a, b)  # runs past the context of 8: crops correctly
     with pytest.raises(ValueError, match="0"):
         model.generate(start, 3, temperature=0.0)
+
+
+def _sharp_gpt(seed: int) -> tr.GPT:
+    torch.manual_seed(seed)
+    model = tr.GPT(tr.GPTConfig(vocab_size=20, context=8, n_layer=1, n_head=2, d_model=16, dropout=0.0)).eval()
+    for p in model.parameters():  # large weights: well-separated logits
+        nn.init.normal_(p, 0, 0.5)
+    return model
+
+
+def test_generate_conditions_on_the_last_context_tokens():
+    model = _sharp_gpt(11)
+    prompt = torch.randint(0, 20, (3, 12), generator=torch.Generator().manual_seed(0))  # longer than context 8
+    out = model.generate(prompt, 5, top_k=1)
+    assert torch.equal(out[:, :12], prompt)
+    idx = prompt
+    for _ in range(5):  # greedy decoding by hand from the last 8 tokens
+        idx = torch.cat([idx, model(idx[:, -8:])[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, idx)
+    # tokens that fell out of the window cannot matter, with sampling too
+    other = prompt.clone()
+    other[:, :4] = (other[:, :4] + 7) % 20
+    a = model.generate(prompt, 6, generator=torch.Generator().manual_seed(3))
+    b = model.generate(other, 6, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a[:, 12:], b[:, 12:])
+
+
+def test_generate_top_k():
+    model = _sharp_gpt(12)
+    prompt = torch.randint(0, 20, (1, 5), generator=torch.Generator().manual_seed(1)).repeat(400, 1)
+    logits = model(prompt[:1])[0, -1]
+    greedy = model.generate(prompt, 1, top_k=1, temperature=5.0, generator=torch.Generator().manual_seed(4))
+    assert (greedy[:, -1] == logits.argmax()).all()  # top_k=1 is argmax, whatever the temperature
+    drawn = model.generate(prompt, 1, top_k=3, temperature=5.0, generator=torch.Generator().manual_seed(4))[:, -1]
+    top3 = set(logits.topk(3).indices.tolist())
+    assert set(drawn.tolist()) == top3  # only the 3 best tokens, and (at this temperature) all of them
+    free = model.generate(prompt, 1, temperature=5.0, generator=torch.Generator().manual_seed(4))[:, -1]
+    assert not set(free.tolist()) <= top3  # without top_k the tail is sampled too: the restriction did something
 
 
 def test_encoder_ignores_padding_and_causal_flag():
@@ -266,6 +328,43 @@ def test_encoder_ignores_padding_and_causal_flag():
     x3 = x.clone()
     x3[:, -1] += 1.0
     torch.testing.assert_close(causal(x)[:, :-1], causal(x3)[:, :-1])
+
+
+def test_causal_attention_with_a_padding_mask():
+    """causal=True and attn_mask together: a query sees the past and only the real (unpadded) keys."""
+    torch.manual_seed(13)
+    m = _wide_init(tr.MultiHeadAttention(12, 3))
+    x = torch.randn(2, 6, 12)
+    keep = tr.padding_mask(torch.tensor([6, 4]))  # (B, 1, 1, S): sequence 1 has two padded positions
+    paper_mask = tr.unidirectional_mask(6) & keep[:, 0, 0, :, None]  # (B, l_z, l_x): past AND real
+    ref = tr.mh_attention(x.mT, x.mT, _heads_from_efficient(m), m.proj.weight, m.proj.bias, paper_mask).mT
+    fused = m(x, causal=True, attn_mask=keep)
+    explicit, w = m(x, causal=True, attn_mask=keep, need_weights=True)
+    torch.testing.assert_close(fused, ref)
+    torch.testing.assert_close(explicit, ref)
+    assert (w.triu(1) == 0).all() and (w[1, ..., 4:] == 0).all()
+    for t in range(5):  # changing token t+1.. leaves outputs 0..t unchanged
+        x2 = x.clone()
+        x2[:, t + 1:] += torch.randn(2, 5 - t, 12)
+        torch.testing.assert_close(m(x2, causal=True, attn_mask=keep)[:, : t + 1], fused[:, : t + 1])
+    enc = tr.Encoder(12, 2, 3, causal=True).eval()  # CLIP's text encoder on a padded batch
+    x3 = x.clone()
+    x3[:, 3] += 1.0
+    torch.testing.assert_close(enc(x3, keep)[:, :3], enc(x, keep)[:, :3])
+
+
+def test_block_cross_attention_ignores_masked_memory():
+    torch.manual_seed(14)
+    blk = tr.Block(8, 2, cross=True, d_context=6).eval()
+    x, memory = torch.randn(3, 4, 8), torch.randn(3, 7, 6)
+    keep = tr.padding_mask(torch.tensor([7, 3, 5]))
+    out = blk(x, memory, causal=True, context_mask=keep)
+    changed = memory.clone()
+    changed[1, 3:] = 50.0  # sequence 1's padding
+    changed[2, 5:] = -50.0  # sequence 2's padding
+    torch.testing.assert_close(blk(x, changed, causal=True, context_mask=keep), out)
+    changed[1, 0] += 1.0  # a real memory token does matter
+    assert not torch.allclose(blk(x, changed, causal=True, context_mask=keep)[1], out[1])
 
 
 def test_nanogpt_size_and_flops():
