@@ -82,8 +82,7 @@ def pca_2d(features: torch.Tensor, iters: int = 200) -> torch.Tensor:
     plots of embeddings (chapter 02's explorer, chapter 07's style space).
 
     Orthogonal iteration: products with the covariance and a Gram-Schmidt step, from a fixed start, so the
-    result is deterministic and needs no LAPACK call (chapter 02's first GPU run stalled in
-    ``torch.pca_lowrank`` for reasons not found)."""
+    result is deterministic and needs no LAPACK call."""
     if features.ndim != 2 or features.shape[1] < 2:
         raise ValueError(f"features must be (N, D) with D >= 2, got shape {tuple(features.shape)}")
     if not isinstance(iters, int) or iters < 1:  # 0 iterations would return a random projection
