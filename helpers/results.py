@@ -42,7 +42,7 @@ def build_results(chapter: str, metrics: Mapping[str, Any], *, profile: str, dev
                   reference: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The results record (what :func:`save_results` writes; chapter 00). ``metrics`` values must be JSON
     numbers, strings or nested lists/dicts of them; ``profile`` one of ``helpers.profile.PROFILES``;
-    ``minutes`` a finite number >= 0 (JSON has no NaN)."""
+    ``minutes`` a finite number >= 0 (JSON has no NaN; a NaN or infinite metric raises ValueError naming it)."""
     if not chapter or "/" in chapter:
         raise ValueError(f"chapter must be a file stem such as '00_toolkit', got {chapter!r}")
     if profile not in PROFILES:
@@ -67,8 +67,22 @@ def build_results(chapter: str, metrics: Mapping[str, Any], *, profile: str, dev
         "git_commit": _git_commit(project_root()),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    json.dumps(record)  # fail here, not half-way through writing, on a value JSON cannot hold
+    bad = _non_finite(record)
+    if bad:
+        raise ValueError(f"JSON has no NaN or infinity; non-finite values at {bad}")
+    json.dumps(record, allow_nan=False)  # fail here, not half-way through writing, on a value JSON cannot hold
     return record
+
+
+def _non_finite(value: Any, path: str = "") -> list[str]:
+    """Paths (``metrics.loss[3]``) of the NaN and infinite floats inside a record."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [f"{path}={value}"]
+    if isinstance(value, Mapping):
+        return [p for k, v in value.items() for p in _non_finite(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in _non_finite(v, f"{path}[{i}]")]
+    return []
 
 
 def save_results(chapter: str, metrics: Mapping[str, Any], *, profile: str, device: torch.device | str,

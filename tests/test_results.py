@@ -55,3 +55,10 @@ def test_results_table_markdown():
     assert lines[3] == "| minutes | 2.5 | — | a\\|b |"
     with pytest.raises(ValueError, match="only two"):
         results_table([("only two", 1)])
+
+
+def test_non_finite_metrics_are_named_before_writing(tmp_path):
+    metrics = {"acc": 0.5, "curve": [0.1, float("nan")], "nested": {"loss": float("inf")}}
+    with pytest.raises(ValueError, match=r"curve\[1\]=nan.*nested\.loss=inf"):
+        save_results("00_toolkit", metrics, profile="full", device="cpu", minutes=1.0, folder=tmp_path)
+    assert not list(tmp_path.iterdir())
