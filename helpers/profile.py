@@ -31,6 +31,14 @@ def current_profile() -> str:
     return value
 
 
+def check_profile(name: str) -> str:
+    """``name`` if it is one of :data:`PROFILES`, else ``ValueError`` naming it (chapter 00): a misspelt
+    profile must not start an orphan run folder or label a results file."""
+    if name not in PROFILES:
+        raise ValueError(f"profile {name!r} is not one of {', '.join(PROFILES)}")
+    return name
+
+
 class Config:
     """Read-only attribute access to one profile's settings (``cfg.epochs``), plus ``cfg.profile`` (chapter 00)."""
 
@@ -66,7 +74,5 @@ def choose(*, full: Mapping[str, Any], smoke: Mapping[str, Any], profile: str | 
     if set(full) != set(smoke):
         missing = sorted(set(full) ^ set(smoke))
         raise ValueError(f"full and smoke profiles must declare the same settings; differing keys: {missing}")
-    name = current_profile() if profile is None else profile
-    if name not in PROFILES:
-        raise ValueError(f"profile {name!r} is not one of {', '.join(PROFILES)}")
+    name = current_profile() if profile is None else check_profile(profile)
     return Config(name, full if name == "full" else smoke)

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .profile import PROFILES
+from .profile import check_profile
 from .runtime import device_name, peak_memory_gb
 
 REQUIRED = ("chapter", "profile", "metrics", "device", "minutes", "versions", "git_commit", "created")
@@ -45,8 +45,7 @@ def build_results(chapter: str, metrics: Mapping[str, Any], *, profile: str, dev
     ``minutes`` a finite number >= 0 (JSON has no NaN; a NaN or infinite metric raises ValueError naming it)."""
     if not chapter or "/" in chapter:
         raise ValueError(f"chapter must be a file stem such as '00_toolkit', got {chapter!r}")
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    check_profile(profile)
     if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes >= 0):
         raise ValueError(f"minutes must be a finite number >= 0, got {minutes!r}")
     import platform

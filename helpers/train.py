@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .profile import PROFILES
+from .profile import check_profile
 
 
 def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", **kwargs) -> tqdm:
@@ -162,8 +162,7 @@ def run_dir(chapter: str, profile: str, config: Mapping[str, Any] | None = None)
 
     if not chapter or "/" in chapter:
         raise ValueError(f"chapter must be a file stem such as '00_toolkit', got {chapter!r}")
-    if profile not in PROFILES:  # a misspelt profile would start an orphan run folder
-        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    check_profile(profile)
     name = f"{chapter}-{profile}"
     if config is not None:
         blob = json.dumps(dict(config), sort_keys=True, default=repr).encode()
