@@ -13,8 +13,14 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-5}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 LIMIT=${LIMIT:-540}
 pytest=0; [ "${1:-}" = "--pytest" ] && { pytest=1; shift; }
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/wheels/*.whl \
-  || { echo "wheel install failed"; exit 1; }
+# A staging call on the same warm machine may already have installed the wheels into /tmp/site (CONTRIBUTING,
+# "More data than one call carries"); then .gpu/ need not carry them again.
+if compgen -G ".gpu/wheels/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/wheels/*.whl \
+    || { echo "wheel install failed"; exit 1; }
+elif [ ! -d /tmp/site/nbclient ]; then
+  echo "no wheels in .gpu/wheels and none installed in /tmp/site: run ../shared/gpu/prepare.sh, or stage them first"; exit 1
+fi
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 [ -d /tmp/site_fl ] && export PYTHONPATH=/tmp/site_fl:$PYTHONPATH   # Flower + Ray for chapter 01 (see CONTRIBUTING)
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
