@@ -121,10 +121,15 @@ def make_schedule(kind: str, T: int, **kwargs: float) -> Schedule:
     raise ValueError(f"schedule kind must be 'linear' or 'cosine', got {kind!r}")
 
 
+def _check_integer(t: torch.Tensor, name: str) -> None:
+    """ValueError unless ``t`` holds integer steps (a bool would silently mean step 0 or 1)."""
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"{name} must be integer steps, got dtype {t.dtype}")
+
+
 def _as_index(t: torch.Tensor | int, T: int, batch: int, device: torch.device, lowest: int = 0) -> torch.Tensor:
     t = torch.as_tensor(t, device=device)
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:  # True would silently mean step 1
-        raise ValueError(f"timesteps must be integers, got dtype {t.dtype}")
+    _check_integer(t, "timesteps")
     if t.ndim == 0:
         t = t.expand(batch)
     if t.shape != (batch,):
@@ -241,9 +246,8 @@ def ddim_sigma(sched: Schedule, t: torch.Tensor | int, t_prev: torch.Tensor | in
     if not eta >= 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     t, t_prev = torch.as_tensor(t), torch.as_tensor(t_prev)
-    for name, v in (("t", t), ("t_prev", t_prev)):
-        if v.is_floating_point() or v.is_complex() or v.dtype == torch.bool:
-            raise ValueError(f"{name} must be integer steps, got dtype {v.dtype}")
+    _check_integer(t, "t")
+    _check_integer(t_prev, "t_prev")
     t, t_prev = t.long().cpu(), t_prev.long().cpu()
     if (t < 0).any() or (t >= sched.T).any():
         raise ValueError(f"t must lie in [0, {sched.T - 1}], got {t.tolist()}")

@@ -39,6 +39,14 @@ def check_profile(name: str) -> str:
     return name
 
 
+def check_chapter(chapter: str) -> str:
+    """``chapter`` if it is a file stem such as ``"00_toolkit"``, else ``ValueError`` naming it (chapter 00):
+    it names a run folder and a results file, so it must not be empty or contain a path separator."""
+    if not chapter or "/" in chapter:
+        raise ValueError(f"chapter must be a file stem such as '00_toolkit', got {chapter!r}")
+    return chapter
+
+
 class Config:
     """Read-only attribute access to one profile's settings (``cfg.epochs``), plus ``cfg.profile`` (chapter 00)."""
 

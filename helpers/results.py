@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .profile import check_profile
+from .profile import check_chapter, check_profile
 from .runtime import device_name, peak_memory_gb
 
 REQUIRED = ("chapter", "profile", "metrics", "device", "minutes", "versions", "git_commit", "created")
@@ -43,8 +43,7 @@ def build_results(chapter: str, metrics: Mapping[str, Any], *, profile: str, dev
     """The results record (what :func:`save_results` writes; chapter 00). ``metrics`` values must be JSON
     numbers, strings or nested lists/dicts of them; ``profile`` one of ``helpers.profile.PROFILES``;
     ``minutes`` a finite number >= 0 (JSON has no NaN; a NaN or infinite metric raises ValueError naming it)."""
-    if not chapter or "/" in chapter:
-        raise ValueError(f"chapter must be a file stem such as '00_toolkit', got {chapter!r}")
+    check_chapter(chapter)
     check_profile(profile)
     if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes >= 0):
         raise ValueError(f"minutes must be a finite number >= 0, got {minutes!r}")

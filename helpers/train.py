@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .profile import check_profile
+from .profile import check_chapter, check_profile
 
 
 def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", **kwargs) -> tqdm:
@@ -160,8 +160,7 @@ def run_dir(chapter: str, profile: str, config: Mapping[str, Any] | None = None)
     """
     from .data import cache_root
 
-    if not chapter or "/" in chapter:
-        raise ValueError(f"chapter must be a file stem such as '00_toolkit', got {chapter!r}")
+    check_chapter(chapter)
     check_profile(profile)
     name = f"{chapter}-{profile}"
     if config is not None:
