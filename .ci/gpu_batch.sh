@@ -8,21 +8,27 @@
 # at most 8 files come back, so run at most 3 notebooks with --pytest, 3 without.
 # Sharing one GPU slows launch-bound chapters a lot (chapter 06 ran 2-3x slower beside two others).
 set -u
+root=${STAGE_ROOT:-/tmp}   # where staging calls (.ci/gpu_stage.sh) kept wheels and data on this warm machine
+# Data: when a staging call kept some datasets in $root/stage, this call's .gpu/data joins them there.
+if [ -z "${COURSE_DATA:-}" ] && [ -d "$root/stage" ]; then
+  [ -d .gpu/data ] && cp -r .gpu/data/. "$root/stage/"
+  COURSE_DATA=$root/stage
+fi
 export PYTHONUNBUFFERED=1 COURSE_PROFILE=${COURSE_PROFILE:-full} COURSE_DATA=${COURSE_DATA:-$PWD/.gpu/data}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-5}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 LIMIT=${LIMIT:-540}
 pytest=0; [ "${1:-}" = "--pytest" ] && { pytest=1; shift; }
-# A staging call on the same warm machine may already have installed the wheels into /tmp/site (CONTRIBUTING,
-# "More data than one call carries"); then .gpu/ need not carry them again.
+# A staging call on the same warm machine may already have installed the wheels into $root/site
+# (.ci/gpu_stage.sh); then .gpu/ need not carry them again.
 if compgen -G ".gpu/wheels/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/wheels/*.whl \
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$root/site" .gpu/wheels/*.whl \
     || { echo "wheel install failed"; exit 1; }
-elif [ ! -d /tmp/site/nbclient ]; then
-  echo "no wheels in .gpu/wheels and none installed in /tmp/site: run ../shared/gpu/prepare.sh, or stage them first"; exit 1
+elif [ ! -d "$root/site/nbclient" ]; then
+  echo "no wheels in .gpu/wheels and none installed in $root/site: run ../shared/gpu/prepare.sh, or stage them first"; exit 1
 fi
-export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
-[ -d /tmp/site_fl ] && export PYTHONPATH=/tmp/site_fl:$PYTHONPATH   # Flower + Ray for chapter 01 (see CONTRIBUTING)
+export PYTHONPATH=$root/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+[ -d "$root/site_fl" ] && export PYTHONPATH=$root/site_fl:$PYTHONPATH   # Flower + Ray for chapter 01 (gpu_stage.sh)
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"; } > "$OUT/gpu.txt" 2>&1
 start=$(date +%s)
