@@ -135,10 +135,12 @@ def _deal_classes(num_clients: int, s: int, num_classes: int, rng: np.random.Gen
 
 def shard_partition(train_labels: torch.Tensor, test_labels: torch.Tensor, num_clients: int,
                     classes_per_client: int, *, seed: int = 0, distinct: bool = True) -> Partition:
-    """Pathological non-IID split: every client holds ``s = classes_per_client`` classes (chapter 01).
+    """Pathological non-IID split: every client receives ``s = classes_per_client`` class shards (chapter 01).
 
-    Each class is cut into ``K*s/C`` equal shards (sizes differ by at most one sample) and every client
-    receives ``s`` shards of different classes, as in the FedBABU code. The client's test split is made
+    Each class is cut into ``K*s/C`` equal shards (sizes differ by at most one sample), and the shuffled
+    shards are dealt ``s`` to a client. With ``distinct=True`` a client's ``s`` shards belong to ``s`` different
+    classes; ``distinct=False`` deals them as the FedBABU code does, repeats allowed, so a client may hold
+    fewer than ``s`` classes (chapter 01 trains on this, as the paper did). The client's test split is made
     the same way from the test set with the *same* classes, so each client is evaluated on its own
     label distribution. Every train and every test sample is used exactly once.
 
