@@ -242,8 +242,9 @@ class LogitScale(nn.Module):
     """CLIP's learnable inverse temperature ``s = exp(t)``, stored as its log ``t`` (chapter 03, Eq. (3)).
 
     Initialised to ``1 / init_temperature`` (0.07 in the paper) and clipped so that ``s <= max_scale`` (100 in
-    the paper): :meth:`forward` clamps on the fly and :meth:`clip_` clamps the parameter itself (call it
-    after each optimiser step, so ``t`` never parks above the cap where its gradient would be zero).
+    the paper) by :meth:`clip_`, which clamps the parameter itself: call it after each optimiser step. The
+    forward pass applies no clamp (as in OpenCLIP): a clamp there passes zero gradient above the cap, and in
+    recent PyTorch also exactly at it, so a ``t`` that reached the cap could never come back down.
     """
 
     def __init__(self, init_temperature: float = 0.07, max_scale: float = 100.0):
@@ -256,7 +257,7 @@ class LogitScale(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
 
     def forward(self) -> torch.Tensor:
-        return self.log_scale.clamp(max=self.max_log).exp()
+        return self.log_scale.exp()
 
     @torch.no_grad()
     def clip_(self) -> None:
@@ -269,8 +270,10 @@ def similarity_logits(image_emb: torch.Tensor, text_emb: torch.Tensor,
     if image_emb.ndim != 2 or text_emb.ndim != 2 or image_emb.shape[1] != text_emb.shape[1]:
         raise ValueError(f"expected (N, D) and (M, D) embeddings, got {tuple(image_emb.shape)} and "
                          f"{tuple(text_emb.shape)}")
-    if not torch.all(torch.as_tensor(scale) > 0):
-        raise ValueError(f"scale must be > 0, got {scale}")
+    # checked where that costs no GPU sync: a Python number or a CPU tensor (a CUDA scale comes from LogitScale)
+    if not isinstance(scale, torch.Tensor) or scale.device.type == "cpu":
+        if not torch.all(torch.as_tensor(scale) > 0):
+            raise ValueError(f"scale must be > 0, got {scale}")
     i = F.normalize(image_emb.float(), dim=-1)
     t = F.normalize(text_emb.float(), dim=-1)
     return scale * (i @ t.T)

@@ -90,16 +90,24 @@ def test_logit_scale_initialisation_and_clipping():
     scale = clip.LogitScale(init_temperature=0.07, max_scale=100.0)
     assert math.isclose(scale().item(), 1 / 0.07, rel_tol=1e-5)
     with torch.no_grad():
-        scale.log_scale.fill_(10.0)
-    assert math.isclose(scale().item(), 100.0, rel_tol=1e-5)  # clamped in the forward pass
-    scale().backward()
-    assert scale.log_scale.grad.item() == 0.0  # above the cap the parameter gets no gradient...
+        scale.log_scale.fill_(10.0)             # an optimiser step overshot the cap
     scale.clip_()
-    assert math.isclose(scale.log_scale.item(), math.log(100.0), rel_tol=1e-6)  # ...so clip_ pulls it back
+    assert math.isclose(scale.log_scale.item(), math.log(100.0), rel_tol=1e-6)  # clip_ pulls it back
+    assert math.isclose(scale().item(), 100.0, rel_tol=1e-5)
     with torch.no_grad():
         scale.log_scale.fill_(1.0)
     scale.clip_()
     assert scale.log_scale.item() == 1.0  # below the cap nothing changes
+
+
+def test_scale_at_the_cap_can_come_back_down():
+    """At the cap the gradient must still flow: a forward clamp would pass zero gradient there (torch >= 2.14)."""
+    scale = clip.LogitScale(0.07, 100.0)
+    with torch.no_grad():
+        scale.log_scale.fill_(math.log(100.0))
+    wrong = torch.eye(4).roll(1, dims=0) + 0.1       # every image is closest to another image's text
+    clip.clip_loss(wrong, torch.eye(4), scale()).backward()
+    assert scale.log_scale.grad.item() > 0     # descent lowers s from the cap
 
 
 def test_temperature_grows_when_the_diagonal_wins():
