@@ -8,7 +8,7 @@
 # at most 8 files come back, so run at most 3 notebooks with --pytest, 3 without.
 # Sharing one GPU slows launch-bound chapters a lot (chapter 06 ran 2-3x slower beside two others).
 set -u
-root=${STAGE_ROOT:-/tmp}   # where staging calls (.ci/gpu_stage.sh) kept wheels and data on this warm machine
+root=${STAGE_ROOT:-$PWD/.gpu-keep}   # where staging calls (.ci/gpu_stage.sh) kept wheels and data on this machine
 # Data: when a staging call kept some datasets in $root/stage, this call's .gpu/data joins them there.
 if [ -z "${COURSE_DATA:-}" ] && [ -d "$root/stage" ]; then
   [ -d .gpu/data ] && cp -r .gpu/data/. "$root/stage/"

@@ -4,7 +4,7 @@
 # alone is 74 MB) exceed what one device call may carry (64 MiB). This builds .gpu-fl/a, .gpu-fl/b, ...:
 # one tarball of the missing wheels (versions as resolved in .venv, i.e. as CI tests them) split into
 # pieces of at most 52 MiB, each folder with the tarball's SHA256 and the number of pieces. One call per folder hands them to
-# .ci/gpu_stage.sh on the warm machine, which installs the wheels into /tmp/site_fl once all pieces are
+# .ci/gpu_stage.sh on the warm machine, which installs the wheels into .gpu-keep/site_fl once all pieces are
 # there. Plans that use it: .ci/gpu_plan.sh (CONTRIBUTING.md, "Plans: more data than one call carries").
 # PYVER=3.11 builds wheels for this machine's Python instead (the rehearsal in .ci/gpu_plan.sh --rehearse).
 set -euo pipefail

@@ -67,7 +67,7 @@ fi
 
 # ---- rehearsal: the same folders and commands, here, in an emulated image
 work=${REHEARSAL_DIR:-/tmp/gpu-rehearsal}
-rm -rf "$work" && mkdir -p "$work/tree" "$work/tmp" "$work/bin" "$work/out"
+rm -rf "$work" && mkdir -p "$work/tree" "$work/bin" "$work/out"
 git ls-files -z -co --exclude-standard | tar --null -T - -cf - | tar -x -C "$work/tree"
 ln -s "$root/.venv" "$work/tree/.venv"
 ln -s "$(cd .. && pwd)/shared" "$work/shared"
@@ -100,8 +100,8 @@ status=0; i=1
 for c in "${calls[@]}"; do
   echo "== call $i: carry [\"${c%%|*}\"]: ${c#*|}"
   # shellcheck disable=SC2086
-  if ! env -u COURSE_DATA -u PYTHONPATH -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null PATH="$work/bin:$PATH" \
-       STAGE_ROOT="$work/tmp" OUT="$work/out/call$i" COURSE_PROFILE=smoke OMP_NUM_THREADS=1 \
+  if ! env -u COURSE_DATA -u PYTHONPATH -u PIP_FIND_LINKS -u STAGE_ROOT PIP_CONFIG_FILE=/dev/null PATH="$work/bin:$PATH" \
+       OUT="$work/out/call$i" COURSE_PROFILE=smoke OMP_NUM_THREADS=1 \
        bash -c "${c#*|}" > "$work/out/call$i.txt" 2>&1; then
     status=1; echo "   FAILED:"; tail -n 20 "$work/out/call$i.txt"
   else

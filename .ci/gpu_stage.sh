@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs ON the lent GPU machine, from the project root: a *staging* call. A call carries at most 64 MiB, but a
-# warm machine keeps /tmp between calls, so what one call carries in DIR is kept there for the next ones:
+# warm machine keeps ignored files in the project folder between calls (the device tool's README), so what one
+# call carries in DIR is kept in $STAGE_ROOT (default .gpu-keep/, git-ignored) for the next ones:
 #   DIR/wheels/*.whl  installed into $STAGE_ROOT/site (the notebook stack; gpu_batch.sh then skips its install)
 #   DIR/data/*        copied into $STAGE_ROOT/stage (gpu_batch.sh adds its own .gpu/data and reads from there)
 #   DIR/part-*        pieces of one tarball of Flower + Ray wheels (.ci/gpu_flower_wheels.sh; DIR/SHA256 holds
@@ -11,7 +12,7 @@
 set -euo pipefail
 dir=${1:?usage: bash .ci/gpu_stage.sh DIR}
 [ -d "$dir" ] || { echo "gpu_stage: no folder $dir here: was it carried?"; exit 1; }
-root=${STAGE_ROOT:-/tmp}
+root=${STAGE_ROOT:-$PWD/.gpu-keep}
 pip_target() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$@"; }
 did=0
 if compgen -G "$dir/wheels/*.whl" > /dev/null; then
