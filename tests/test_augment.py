@@ -364,6 +364,10 @@ def test_mix_is_convex_and_deterministic():
     assert (lam >= 0.5).all() and (lam <= 1).all()
     torch.testing.assert_close(a, lam[:, None] * x + (1 - lam[:, None]) * x[perm])
     assert sorted(perm.tolist()) == list(range(64))
+    assert not torch.equal(a, x)                                   # it mixes
+    _, _, lam = contrastive.mix(torch.zeros(20000, 1), 1.0, torch.Generator().manual_seed(5))
+    # lam = max(l, 1 - l) with l ~ Beta(1, 1) = U(0, 1): uniform on [0.5, 1], mean 0.75, std 1/sqrt(48) = 0.144
+    assert abs(lam.mean().item() - 0.75) < 0.01 and abs(lam.std().item() - 0.144) < 0.01
 
 
 def test_sample_beta_moments():
@@ -423,3 +427,15 @@ def test_sample_beta_is_deterministic_and_rejects_impossible_requests():
         contrastive.sample_beta(1 << 20, 20.0)     # acceptance ~1e-11: far too many candidates
     with pytest.raises(ValueError, match="miss"):
         contrastive.sample_beta(4, 1.0, miss=0.0)
+
+def test_imix_loss_and_apply_params_reject_inconsistent_inputs():
+    q, k = torch.randn(4, 8), torch.randn(4, 8)
+    perm = torch.randperm(4)
+    for bad in (1.5, -0.1, torch.tensor([0.5, 0.5, 0.5, 1.2])):
+        with pytest.raises(ValueError, match="lam"):
+            contrastive.imix_loss(q, k, perm, bad)
+    p = augment.sample_params(3, 20, 24, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="do not match parameters"):
+        augment.apply_params(torch.rand(2, 3, 20, 24), p, 16)          # 2 images, parameters for 3
+    with pytest.raises(ValueError, match="do not match parameters"):
+        augment.apply_params(torch.rand(3, 3, 24, 20), p, 16)          # wrong source size

@@ -308,17 +308,18 @@ def test_load_flickr8k_missing_image_is_named(data_dir, no_network):
 def test_load_flickr8k_real_splits(tmp_path, monkeypatch, no_network):
     monkeypatch.setenv("COURSE_DATA", str(SHARED))
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
-    sizes = {}
+    sizes, fresh = {}, {}
     for split in clip.FLICKR8K_SPLITS:
-        d = clip.load_flickr8k(split, image_size=16)
-        sizes[split] = len(d)
+        d = clip.load_flickr8k(split, image_size=16)     # decoded from the JPEGs (empty cache)
+        sizes[split], fresh[split] = len(d), d.images
+        assert d.images.float().std() > 10               # real pixels, not a blank decode
         assert d.images.shape == (len(d), 3, 16, 16) and d.images.dtype == torch.uint8
         assert all(len(c) == 5 for c in d.captions)
         texts, owner = d.pairs()
         assert len(texts) == 5 * len(d) and owner.tolist()[:6] == [0, 0, 0, 0, 0, 1]
     assert sizes == {"train": 753, "dev": 113, "test": 125}
-    again = clip.load_flickr8k("test", image_size=16)  # from the cache: identical
-    assert torch.equal(again.images, clip.load_flickr8k("test", image_size=16).images)
+    again = clip.load_flickr8k("test", image_size=16)  # from the cache: identical to the fresh decode
+    assert torch.equal(again.images, fresh["test"])
     present = sorted(p.name for p in (SHARED / "flickr8k" / "images").iterdir())
     captions = clip.parse_captions((SHARED / "flickr8k/Flickr8k_text/Flickr8k.token.txt").read_text())
     assert clip.flickr8k_image_names(captions) == present

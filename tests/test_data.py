@@ -139,6 +139,16 @@ def test_cifar10_jpeg_copy_is_announced_decoded_and_cached(data_dir, monkeypatch
     assert x.shape == (2, 3, 32, 32) and sorted(y.tolist()) == [3, 8]  # cat, ship
     red = x[y == 3][0].float().mean(dim=(1, 2))
     assert red[0] > 200 and red[2] < 50
+
+    def no_second_decode(path):
+        raise AssertionError(f"{path} was read again: the decoded cache was not used")
+
+    with monkeypatch.context() as m:
+        m.setattr(data, "md5sum", no_second_decode)
+        x2, y2 = data.load_cifar10("train")                   # answered by the cache
+    assert torch.equal(x2, x) and torch.equal(y2, y)
+    xt, yt = data.load_cifar10("test")                        # the cache is per split
+    assert yt.tolist() == [5] and xt.shape == (1, 3, 32, 32)  # dog
     tar_path.unlink()  # now only the cache can answer
     with pytest.raises(data.DataMissingError):
         data.load_cifar10("train")  # missing source data is never hidden by a cache
@@ -167,3 +177,24 @@ def test_real_mnist_images_equal_torchvisions_reader(tmp_path):
         assert torch.equal(x[:, 0], read_image_file(str(raw)))
         mean = x[y == upright_class].float().mean(0)[0]  # (28, 28)
         assert mean.mean(0).std() > 2 * mean.mean(1).std()  # intensity varies across columns, not rows
+
+
+def _fake_cifar100(root: Path, fine: list, coarse: list) -> tuple[Path, np.ndarray]:
+    path = root / "cifar-100-python" / "train"
+    path.parent.mkdir(parents=True)
+    pixels = (np.arange(len(fine) * 3072) * 7 % 251).astype(np.uint8).reshape(len(fine), 3072)
+    path.write_bytes(pickle.dumps({"data": pixels, "fine_labels": fine, "coarse_labels": coarse}))
+    return path, pixels
+
+
+def test_cifar100_uses_fine_labels_and_checks_its_files(data_dir, monkeypatch, no_network):
+    with pytest.raises(data.DataMissingError, match="cifar-100-python"):
+        data.load_cifar100("train")
+    path, pixels = _fake_cifar100(data_dir, fine=[17, 3, 99], coarse=[1, 2, 3])
+    with pytest.raises(data.ChecksumError, match="wrong MD5"):
+        data.load_cifar100("train")
+    monkeypatch.setitem(data._CIFAR100_MD5, "train", data.md5sum(path))
+    x, y = data.load_cifar100("train")
+    assert x.shape == (3, 3, 32, 32) and x.dtype == torch.uint8
+    assert y.tolist() == [17, 3, 99] and y.dtype == torch.int64           # the 100 fine classes, not the 20 coarse
+    assert torch.equal(x.reshape(3, -1), torch.from_numpy(pixels))        # the official row-major (N, 3, 32, 32)

@@ -382,3 +382,29 @@ def test_inception_check_never_opens_a_connection(monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: "/nonexistent-hub-dir")
     ok, why = D.inception_fid_available()
     assert ok is False and isinstance(why, str) and why
+
+
+def test_inception_check_follows_package_weights_and_downloads(monkeypatch, tmp_path):
+    """Each branch of inception_fid_available, with torch-fidelity present or not (it need not be installed)."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    present = {"torch_fidelity": True}
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (object() if present["torch_fidelity"] else None) if name == "torch_fidelity"
+                        else real_find_spec(name, *a))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setenv("COURSE_DOWNLOAD", "0")
+    ok, why = D.inception_fid_available()
+    assert ok is False and "downloads are off" in why                  # package, no weights, no downloads
+    monkeypatch.setenv("COURSE_DOWNLOAD", "1")
+    ok, why = D.inception_fid_available()
+    assert ok is True and "will be downloaded" in why
+    monkeypatch.setenv("COURSE_DOWNLOAD", "0")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / D.INCEPTION_WEIGHTS).write_bytes(b"weights")
+    ok, why = D.inception_fid_available()
+    assert ok is True and "found" in why                               # weights already in torch.hub's folder
+    present["torch_fidelity"] = False
+    ok, why = D.inception_fid_available()
+    assert ok is False and "torch-fidelity" in why                     # weights alone are not enough

@@ -47,8 +47,10 @@ def test_same_seed_same_order_and_state_restore():
     assert [t.tolist() for _, t in a] == [t.tolist() for _, t in b]
     state = a.state_dict()
     next_epoch = [t.tolist() for _, t in a]
-    b.load_state_dict(state)
-    assert [t.tolist() for _, t in b] == next_epoch
+    other = GpuLoader(x, y, 7, seed=99)               # a different seed: only the restored state can match
+    assert [t.tolist() for _, t in GpuLoader(x, y, 7, seed=99)] != [t.tolist() for _, t in GpuLoader(x, y, 7, seed=5)]
+    other.load_state_dict(state)
+    assert [t.tolist() for _, t in other] == next_epoch
 
 
 def test_bad_arguments_are_rejected():

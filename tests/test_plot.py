@@ -26,7 +26,7 @@ def test_grid_rejects_bad_input():
 
 def test_plots_build():
     ax = show_images(torch.rand(4, 1, 8, 8), nrow=2, title="t", labels=["a", "b", "c", "d"])
-    assert ax.get_title() == "t"
+    assert ax.get_title() == "t" and len(ax.images) == 1                # the grid is drawn as one image
     fig = plot_history({"loss": [3, 2, 1], "acc": [0.1, 0.5, 0.9]}, logy=["loss"])
     assert len(fig.axes) == 2 and fig.axes[0].get_yscale() == "log"
     with pytest.raises(ValueError):

@@ -80,6 +80,26 @@ def test_save_is_atomic_and_loadable_with_weights_only(tmp_path):
     assert again.resume() == 0
 
 
+def test_a_save_that_breaks_leaves_the_last_checkpoint_intact(tmp_path, monkeypatch):
+    """Colab can die mid-write: the previous checkpoint must survive, and no temporary file be left behind."""
+    model = nn.Linear(2, 2)
+    ckpt = Checkpoint(tmp_path / "ck.pt", model=model)
+    ckpt.save(1)
+    real_save = torch.save
+
+    def broken_save(obj, f, *a, **kw):
+        with open(f, "wb") as fh:
+            fh.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr("helpers.train.torch.save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save(2)
+    monkeypatch.setattr("helpers.train.torch.save", real_save)
+    assert Checkpoint(tmp_path / "ck.pt", model=nn.Linear(2, 2)).resume() == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
+
+
 def test_periodic_saving_by_steps_and_minutes(tmp_path, monkeypatch):
     ckpt = Checkpoint(tmp_path / "a.pt", every_steps=3, model=nn.Linear(1, 1))
     assert [ckpt.step(s) for s in range(1, 7)] == [False, False, True, False, False, True]

@@ -236,6 +236,12 @@ def test_gpt_loss_at_init_and_shapes():
     logits, loss = model(idx, targets)
     assert logits.shape == (3, 16, 50)
     assert abs(loss.item() - math.log(50)) < 0.1  # small init: close to the uniform distribution
+    torch.testing.assert_close(loss, F.cross_entropy(logits.reshape(-1, 50).float(), targets.reshape(-1)))  # these targets
+    for p in model.parameters():                   # a model far from uniform: the loss must follow the targets
+        torch.nn.init.normal_(p, 0.0, 0.5)
+    logits, loss = model(idx, targets)
+    torch.testing.assert_close(loss, F.cross_entropy(logits.reshape(-1, 50).float(), targets.reshape(-1)))
+    assert not torch.isclose(loss, model(idx, targets.roll(1, dims=1))[1])
     assert model.lm_head.weight is model.tok_emb.weight
     maps = model.attention_maps(idx)
     assert len(maps) == 2 and maps[0].shape == (3, 4, 16, 16)
