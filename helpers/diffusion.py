@@ -91,6 +91,9 @@ class Schedule:
         self.posterior_coef_x0 = self.alpha_bars_prev.sqrt() * betas / (1 - self.alpha_bars)
         self.posterior_coef_xt = self.alphas.sqrt() * (1 - self.alpha_bars_prev) / (1 - self.alpha_bars)
         self.snr = self.alpha_bars / (1 - self.alpha_bars)
+        # ᾱ with 1 prepended (index k + 1 holds step k), kept on the host whatever device the tables move to:
+        # DDIM's per-step scalars are read from it without a device-to-host copy (and a GPU sync) per step.
+        self._alpha_bars_host = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bars])
 
     _FIELDS = ("betas", "alphas", "alpha_bars", "alpha_bars_prev", "posterior_variance", "posterior_coef_x0",
                "posterior_coef_xt", "snr")
@@ -99,6 +102,7 @@ class Schedule:
         """A copy with every table on ``device`` (still float64), so gathers on a GPU batch need no transfer."""
         new = object.__new__(Schedule)
         new.T = self.T
+        new._alpha_bars_host = self._alpha_bars_host
         for name in self._FIELDS:
             setattr(new, name, getattr(self, name).to(device))
         return new
@@ -232,9 +236,8 @@ def ddpm_step(sched: Schedule, xt: torch.Tensor, t: torch.Tensor | int, eps: tor
 
 
 def _alpha_bar_at(sched: Schedule, t: torch.Tensor) -> torch.Tensor:
-    """ᾱ at 0-based indices ``t`` where ``-1`` means 1 (clean data)."""
-    padded = torch.cat([torch.ones(1, dtype=torch.float64), sched.alpha_bars.cpu()])
-    return padded[(t + 1).cpu()]
+    """ᾱ at 0-based indices ``t`` where ``-1`` means 1 (clean data), as a float64 host tensor."""
+    return sched._alpha_bars_host[(t + 1).cpu()]
 
 
 def ddim_sigma(sched: Schedule, t: torch.Tensor | int, t_prev: torch.Tensor | int, eta: float) -> torch.Tensor:

@@ -162,6 +162,15 @@ def test_schedule_to_device_keeps_values(lin):
     assert moved.device == torch.device("cpu")
 
 
+def test_ddim_scalars_never_read_the_moved_tables(lin):
+    """DDIM's per-step ᾱ come from a host copy: a schedule moved to a device (here "meta", which holds no
+    values and refuses to copy to the host) still gives the same sigma, so a GPU sampler does not sync per step."""
+    moved = lin.to("meta")
+    assert moved.device == torch.device("meta")
+    for t, t_prev, eta in ((999, 899, 1.0), (10, -1, 0.5), (1, 0, 1.0)):
+        assert torch.equal(D.ddim_sigma(moved, t, t_prev, eta), D.ddim_sigma(lin, t, t_prev, eta))
+
+
 # ---------------------------------------------------------------- posterior
 
 
