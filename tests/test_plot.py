@@ -15,6 +15,8 @@ def test_grid_layout_and_scaling():
     assert grid[6:10, 6:10].eq(1).all()  # the 5th image (row 1, column 1) is white
     assert grid[1:5, 1:5].eq(0).all()
     assert to_grid(torch.rand(2, 1, 3, 3), nrow=8).shape == (5, 9, 1)  # one row of two 3x3 tiles
+    # float images are clamped to [0, 1] (e.g. a sample slightly outside [-1, 1] after rescaling)
+    assert to_grid(torch.tensor([[[[-0.5, 0.25, 1.5]]]]), nrow=1, pad=0).flatten().tolist() == [0.0, 0.25, 1.0]
 
 
 def test_grid_rejects_bad_input():

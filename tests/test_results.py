@@ -1,8 +1,10 @@
 import json
+import subprocess
 
 import pytest
 
-from helpers.results import REQUIRED, build_results, results_table, save_results
+from helpers.results import REQUIRED, build_results, project_root, results_table, save_results
+from helpers.runtime import device_name
 
 
 def test_full_profile_writes_all_fields(tmp_path):
@@ -15,6 +17,18 @@ def test_full_profile_writes_all_fields(tmp_path):
     assert record["metrics"] == {"test_acc": 0.93} and record["reference"] == {"test_acc": 0.94}
     assert record["profile"] == "full" and record["minutes"] == 2.35 and record["config"] == {"epochs": 10}
     assert record["versions"]["torch"]
+
+
+def test_record_names_the_device_and_the_commit(tmp_path, monkeypatch):
+    record = build_results("00_toolkit", {}, profile="full", device="cpu", minutes=0)
+    assert record["device"] == device_name("cpu") and record["device"].startswith("CPU")
+    assert record["peak_gpu_memory_gb"] is None  # no GPU counter on a CPU run
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True).stdout.strip()
+    if not head:
+        pytest.skip("not a git checkout")
+    assert record["git_commit"] == head and len(head) == 40
+    monkeypatch.chdir(tmp_path)  # outside the project and any repository: no commit to name
+    assert build_results("00_toolkit", {}, profile="full", device="cpu", minutes=0)["git_commit"] is None
 
 
 def test_smoke_profile_writes_nothing(tmp_path, capsys):
