@@ -3,11 +3,12 @@
 import asyncio
 import queue
 import time
+from types import SimpleNamespace
 
 import pytest
 from nbclient import NotebookClient
 
-from nbclient_polling import install, sliced
+from nbclient_polling import SLICE_SECONDS, install, sliced
 
 
 def fake_channel(answer_after: int):
@@ -46,3 +47,23 @@ def test_install_patches_notebook_client_once():
     assert NotebookClient.async_start_new_kernel_client is patched and NotebookClient._course_sliced_polls
     with pytest.raises(ValueError, match="slice_seconds"):
         sliced(lambda timeout=None: None, slice_seconds=0)
+
+
+def test_the_patched_client_slices_the_shell_and_iopub_waits_only(monkeypatch):
+    """What install() wraps: the kernel client the original method returns gets sliced shell and IOPub waits."""
+    channels = {name: SimpleNamespace() for name in ("shell_channel", "iopub_channel", "stdin_channel")}
+    for ch in channels.values():
+        ch.get_msg, ch.calls = fake_channel(answer_after=2)
+    kc = SimpleNamespace(**channels)
+    stdin_wait = kc.stdin_channel.get_msg
+
+    async def original(self):
+        return kc
+
+    monkeypatch.setattr(NotebookClient, "async_start_new_kernel_client", original)  # restored after the test
+    monkeypatch.setattr(NotebookClient, "_course_sliced_polls", False)
+    install()
+    assert asyncio.run(NotebookClient.async_start_new_kernel_client(object())) is kc
+    for ch in (kc.shell_channel, kc.iopub_channel):
+        assert asyncio.run(ch.get_msg(timeout=None)) == {"msg": 3} and ch.calls == [SLICE_SECONDS] * 3
+    assert kc.stdin_channel.get_msg is stdin_wait
