@@ -428,6 +428,7 @@ def test_sample_beta_is_deterministic_and_rejects_impossible_requests():
     with pytest.raises(ValueError, match="miss"):
         contrastive.sample_beta(4, 1.0, miss=0.0)
 
+
 def test_imix_loss_and_apply_params_reject_inconsistent_inputs():
     q, k = torch.randn(4, 8), torch.randn(4, 8)
     perm = torch.randperm(4)
