@@ -2,8 +2,8 @@
 
 Chapter 03 ("CLIP: contrastive language–image pre-training") derives everything here:
 
-* :func:`load_flickr8k` — the offline Flickr8k captions (all 40,460) with the 1,000 images the course
-  ships, MD5-checked; :func:`parse_captions` and :func:`parse_split` read the original text files,
+* :func:`load_flickr8k` — the Flickr8k captions (all 40,460) with the first 1,000 images by name (those the
+  course ships), MD5-checked, from the course's copy or the official zip files; :func:`parse_captions` and :func:`parse_split` read the original text files,
   including the ``#n`` caption ids and the one group keyed ``2258277193_586949ec62.jpg.1``.
 * :class:`WordTokenizer` — a small word-level tokenizer with ``<sos>``/``<eos>`` markers, so the text
   encoder can pool at the end-of-sequence token as CLIP does.
@@ -21,6 +21,7 @@ import math
 import os
 import re
 import tempfile
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import ChecksumError, DataMissingError, cache_root, data_root, fetch, missing_error
+from .data import ChecksumError, DataMissingError, cache_root, data_root, fetch, md5sum, missing_error
 
 # ---------------------------------------------------------------- Flickr8k (Hodosh, Young & Hockenmaier 2013)
 
@@ -47,8 +48,11 @@ _SPLIT_FILE = {"train": "Flickr8k_text/Flickr_8k.trainImages.txt", "dev": "Flick
                "test": "Flickr8k_text/Flickr_8k.testImages.txt"}
 FLICKR8K_N_IMAGES = 1000  # the course ships the first 1,000 image files by name (of 8,091)
 _FLICKR8K_IMAGES_MD5 = "6c73dd59206e84b0be1efc6cc0042017"  # MD5 of the 1,000 files concatenated in name order
-_FLICKR8K_URL = ("https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_Dataset.zip and "
-                 "Flickr8k_text.zip (the official release; the course checks the MD5s of its own copy)")
+# The official release as it is usually downloaded: two zip files, read in place (never extracted). Their MD5s
+# are the ones other projects' Flickr8k loaders record for these URLs (e.g. mlverse/torchvision).
+_FLICKR8K_URL = "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/"
+_FLICKR8K_TEXT_ZIP = ("Flickr8k_text.zip", "bf6c1abcb8e4a833b7f922104de18627")
+_FLICKR8K_IMAGES_ZIP = ("Flickr8k_Dataset.zip", "f18a1e2920de5bd84dae7cf08ec78978")
 _GROUP_QUIRK = re.compile(r"\.jpg\.\d+$")
 
 
@@ -118,42 +122,63 @@ def flickr8k_image_names(captions: dict[str, list[str]]) -> list[str]:
 
 
 def _missing_flickr8k(path: Path) -> DataMissingError:
+    root = data_root() / FLICKR8K_DIR
     return missing_error(path, _FLICKR8K_URL, "Flickr8k", hint=(
-        f"Flickr8k is not downloaded automatically (it is distributed for research use only); get it from "
-        f"{_FLICKR8K_URL} and put the course's layout flickr8k/Flickr8k_text/ and flickr8k/images/ there."))
+        "Flickr8k is distributed for research use only, so the course never downloads it. Put either the official "
+        f"release's {_FLICKR8K_TEXT_ZIP[0]} and {_FLICKR8K_IMAGES_ZIP[0]} (from {_FLICKR8K_URL}, as downloaded) "
+        f"in {root}, or the course's copy there (folders Flickr8k_text/ and images/)."))
 
 
-def _flickr8k_file(rel: str, md5: str) -> Path:
-    """A Flickr8k text file, MD5-checked by :func:`helpers.data.fetch`; never downloaded."""
-    path = data_root() / FLICKR8K_DIR / rel
+_verified_zips: set[tuple] = set()
+
+
+def _flickr8k_zip(name: str, md5: str) -> dict[str, zipfile.ZipInfo] | None:
+    """The members of an official Flickr8k zip by base name, after checking the zip's MD5; None if absent."""
+    path = data_root() / FLICKR8K_DIR / name
     if not path.exists():
+        return None
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, md5)
+    if key not in _verified_zips:  # hashing a 1 GB zip takes seconds: once per process and file version
+        actual = md5sum(path)
+        if actual != md5:
+            raise ChecksumError(f"Flickr8k: {path} has MD5 {actual}, expected {md5} (the official {name}). "
+                                "Delete it and download it again.")
+        _verified_zips.add(key)
+    with zipfile.ZipFile(path) as zf:
+        return {Path(i.filename).name: i for i in zf.infolist()
+                if not i.is_dir() and not i.filename.startswith("__MACOSX/")}
+
+
+def _flickr8k_text(rel: str, md5: str) -> str:
+    """A Flickr8k text file: the course's copy (MD5-checked file by file) or the member of the official
+    ``Flickr8k_text.zip`` (the zip MD5-checked). Never downloaded."""
+    path = data_root() / FLICKR8K_DIR / rel
+    if path.exists():
+        return fetch(f"{FLICKR8K_DIR}/{rel}", md5, _FLICKR8K_URL, "Flickr8k").read_text(encoding="utf-8")
+    members = _flickr8k_zip(*_FLICKR8K_TEXT_ZIP)
+    if members is None:
         raise _missing_flickr8k(path)
-    return fetch(f"{FLICKR8K_DIR}/{rel}", md5, _FLICKR8K_URL, "Flickr8k")
+    zpath, name = data_root() / FLICKR8K_DIR / _FLICKR8K_TEXT_ZIP[0], Path(rel).name
+    if name not in members:
+        raise ChecksumError(f"Flickr8k: {zpath} has no {name}")
+    with zipfile.ZipFile(zpath) as zf:
+        return zf.read(members[name]).decode("utf-8")
 
 
-def load_flickr8k(split: str = "train", image_size: int = 64) -> Flickr8k:
-    """Flickr8k image–caption pairs of one split, restricted to the images present (chapter 03).
-
-    Reads ``$COURSE_DATA/flickr8k/``: the caption and split files are MD5-checked one by one; the 1,000
-    images are checked for presence (a missing one raises :class:`~helpers.data.DataMissingError` naming it
-    and ``COURSE_DATA``) and together against the MD5 of their concatenation. Images are decoded once,
-    resized (short side) and centre-cropped to ``image_size`` and cached under
-    :func:`~helpers.data.cache_root`. Of the official 6000/1000/1000 split, 753/113/125 images are present.
-    """
-    if split not in FLICKR8K_SPLITS:
-        raise ValueError(f"split must be one of {FLICKR8K_SPLITS}, got {split!r}")
-    if not isinstance(image_size, int) or not 8 <= image_size <= 512:
-        raise ValueError(f"image_size must be an int in [8, 512], got {image_size!r}")
-    paths = {rel: _flickr8k_file(rel, md5) for rel, md5 in _FLICKR8K_TEXT.items()}
-    captions = parse_captions(paths["Flickr8k_text/Flickr8k.token.txt"].read_text(encoding="utf-8"))
-    shipped = flickr8k_image_names(captions)
-    wanted = set(parse_split(paths[_SPLIT_FILE[split]].read_text(encoding="utf-8")))
-    names = [n for n in shipped if n in wanted]
-    cached = cache_root() / f"flickr8k-{_FLICKR8K_IMAGES_MD5[:8]}-{split}-{image_size}.pt"
-    if cached.exists():
-        blob = torch.load(cached, weights_only=True)
-        return Flickr8k(blob["images"], [captions[n] for n in names], names)
+def _flickr8k_image_bytes(shipped: list[str], wanted: set[str]) -> dict[str, bytes]:
+    """The JPEG bytes of the ``wanted`` images: from the course's ``images/`` folder (every ``shipped`` file
+    present, their concatenation MD5-checked) or, if there is no such folder, the official
+    ``Flickr8k_Dataset.zip`` (the zip MD5-checked)."""
     folder = data_root() / FLICKR8K_DIR / "images"
+    members = None if folder.is_dir() else _flickr8k_zip(*_FLICKR8K_IMAGES_ZIP)
+    if members is not None:
+        zpath = data_root() / FLICKR8K_DIR / _FLICKR8K_IMAGES_ZIP[0]
+        absent = [n for n in shipped if n not in members]
+        if absent:
+            raise ChecksumError(f"Flickr8k: {zpath} lacks {len(absent)} of the images, e.g. {absent[0]}")
+        with zipfile.ZipFile(zpath) as zf:
+            return {n: zf.read(members[n]) for n in shipped if n in wanted}
     for n in shipped:
         if not (folder / n).exists():
             raise _missing_flickr8k(folder / n)
@@ -167,6 +192,37 @@ def load_flickr8k(split: str = "train", image_size: int = 64) -> Flickr8k:
         raise ChecksumError(f"Flickr8k: the {FLICKR8K_N_IMAGES} images in {folder} have MD5 {digest.hexdigest()} "
                             f"(concatenated in name order), expected {_FLICKR8K_IMAGES_MD5}; compare each file "
                             "with the course's MD5SUMS.")
+    return raws
+
+
+def load_flickr8k(split: str = "train", image_size: int = 64) -> Flickr8k:
+    """Flickr8k image–caption pairs of one split, restricted to the images present (chapter 03).
+
+    Reads ``$COURSE_DATA/flickr8k/`` in one of two layouts. The course's copy: ``Flickr8k_text/`` (the caption
+    and split files, MD5-checked one by one) and ``images/`` (the 1,000 images, checked for presence — a
+    missing one raises :class:`~helpers.data.DataMissingError` naming it and ``COURSE_DATA`` — and together
+    against the MD5 of their concatenation). Or the official release's ``Flickr8k_text.zip`` and
+    ``Flickr8k_Dataset.zip`` as downloaded, each MD5-checked and read in place; the same 1,000 images (the
+    first by name) are used, at their original resolution. Images are decoded once, resized (short side) and
+    centre-cropped to ``image_size`` and cached under :func:`~helpers.data.cache_root`. Of the official
+    6000/1000/1000 split, 753/113/125 of these images are present.
+    """
+    if split not in FLICKR8K_SPLITS:
+        raise ValueError(f"split must be one of {FLICKR8K_SPLITS}, got {split!r}")
+    if not isinstance(image_size, int) or not 8 <= image_size <= 512:
+        raise ValueError(f"image_size must be an int in [8, 512], got {image_size!r}")
+    texts = {rel: _flickr8k_text(rel, md5) for rel, md5 in _FLICKR8K_TEXT.items()}
+    captions = parse_captions(texts["Flickr8k_text/Flickr8k.token.txt"])
+    shipped = flickr8k_image_names(captions)
+    wanted = set(parse_split(texts[_SPLIT_FILE[split]]))
+    names = [n for n in shipped if n in wanted]
+    official = not (data_root() / FLICKR8K_DIR / "images").is_dir()  # then the images come from the zip
+    tag = (_FLICKR8K_IMAGES_ZIP[1] if official else _FLICKR8K_IMAGES_MD5)[:8]
+    cached = cache_root() / f"flickr8k-{tag}-{split}-{image_size}.pt"
+    if cached.exists():
+        blob = torch.load(cached, weights_only=True)
+        return Flickr8k(blob["images"], [captions[n] for n in names], names)
+    raws = _flickr8k_image_bytes(shipped, wanted)
     images = torch.from_numpy(np.stack([_decode_square(raws[n], image_size) for n in names])).permute(0, 3, 1, 2)
     images = images.contiguous()
     with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False, suffix=".tmp") as tmp:

@@ -3,6 +3,7 @@ retrieval recall, the tokenizer and the Flickr8k loader."""
 
 import math
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import clip, contrastive
-from helpers.data import DataMissingError
+from helpers.data import ChecksumError, DataMissingError, md5sum
 from helpers.transformer import Encoder
 
 SHARED = Path("/work/shared/data")
@@ -325,3 +326,50 @@ def test_load_flickr8k_real_splits(tmp_path, monkeypatch, no_network):
     present = sorted(p.name for p in (SHARED / "flickr8k" / "images").iterdir())
     captions = clip.parse_captions((SHARED / "flickr8k/Flickr8k_text/Flickr8k.token.txt").read_text())
     assert clip.flickr8k_image_names(captions) == present
+
+
+def _official_zips(root: Path, monkeypatch, drop: str | None = None) -> None:
+    """Pack the course's Flickr8k files the way the official release's two zips hold them (with a macOS
+    metadata decoy), put them in ``root/flickr8k`` and make their MD5s the expected ones."""
+    src, dest = SHARED / "flickr8k", root / "flickr8k"
+    dest.mkdir(parents=True)
+    with zipfile.ZipFile(dest / "Flickr8k_text.zip", "w") as zf:
+        for f in ("Flickr8k.token.txt", "Flickr_8k.trainImages.txt", "Flickr_8k.devImages.txt",
+                  "Flickr_8k.testImages.txt"):
+            zf.write(src / "Flickr8k_text" / f, f)
+            zf.writestr(f"__MACOSX/{f}", b"not the file")  # after the real one: would win without the filter
+    with zipfile.ZipFile(dest / "Flickr8k_Dataset.zip", "w") as zf:  # stored: the JPEGs do not compress
+        for p in sorted((src / "images").iterdir()):
+            if p.name != drop:
+                zf.write(p, f"Flicker8k_Dataset/{p.name}")
+    monkeypatch.setattr(clip, "_FLICKR8K_TEXT_ZIP", ("Flickr8k_text.zip", md5sum(dest / "Flickr8k_text.zip")))
+    monkeypatch.setattr(clip, "_FLICKR8K_IMAGES_ZIP", ("Flickr8k_Dataset.zip", md5sum(dest / "Flickr8k_Dataset.zip")))
+
+
+@pytest.mark.skipif(not HAVE_FLICKR, reason="course data not available")
+def test_load_flickr8k_from_the_official_zips_equals_the_course_copy(data_dir, monkeypatch, no_network):
+    _official_zips(data_dir, monkeypatch)
+    from_zips = clip.load_flickr8k("test", image_size=16)
+    assert not (data_dir / "flickr8k" / "images").exists()   # read in place, nothing extracted
+    monkeypatch.setenv("COURSE_DATA", str(SHARED))
+    course = clip.load_flickr8k("test", image_size=16)
+    assert from_zips.names == course.names and from_zips.captions == course.captions
+    assert torch.equal(from_zips.images, course.images)      # same bytes here, so the same pixels
+    assert len(list((data_dir.parent / "cache").rglob("flickr8k-*-test-16.pt"))) == 2   # one cache per source
+
+
+@pytest.mark.skipif(not HAVE_FLICKR, reason="course data not available")
+def test_load_flickr8k_official_zips_are_checked(data_dir, monkeypatch, no_network):
+    _official_zips(data_dir, monkeypatch, drop="1000268201_693b08cb0e.jpg")
+    with pytest.raises(ChecksumError, match="1000268201_693b08cb0e.jpg"):   # an image missing from the zip
+        clip.load_flickr8k("test", image_size=16)
+    monkeypatch.setattr(clip, "_FLICKR8K_TEXT_ZIP", ("Flickr8k_text.zip", "0" * 32))
+    with pytest.raises(ChecksumError, match="Flickr8k_text.zip"):         # a zip with the wrong MD5
+        clip.load_flickr8k("test", image_size=16)
+
+
+def test_load_flickr8k_missing_names_both_layouts(data_dir, no_network):
+    with pytest.raises(DataMissingError) as err:
+        clip.load_flickr8k("test")
+    msg = str(err.value)
+    assert "Flickr8k_text.zip" in msg and "Flickr8k_Dataset.zip" in msg and "images/" in msg
