@@ -112,9 +112,13 @@ def _manifest_md5(digests: dict[str, str]) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
 
+def _md5sums_path() -> Path:
+    return data_root() / "speech" / "MD5SUMS"
+
+
 def _expected_md5s() -> dict[str, str]:
     """Per-file MD5s from ``COURSE_DATA/speech/MD5SUMS`` when present (only used to name a bad file)."""
-    path = data_root() / "speech" / "MD5SUMS"
+    path = _md5sums_path()
     if not path.exists():
         return {}
     out = {}
@@ -125,17 +129,36 @@ def _expected_md5s() -> dict[str, str]:
     return out
 
 
+def _write_md5s(digests: dict[str, str]) -> None:
+    """Record the per-file MD5s of a verified download in ``COURSE_DATA/speech/MD5SUMS``, in the format
+    :func:`_expected_md5s` reads, so that a file changed later is named in the error. Lines for other
+    files (e.g. the course's other speech data) are kept."""
+    path = _md5sums_path()
+    kept = []
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines()
+                if line and not line.partition("  ")[2].startswith("fsdd/recordings/")]
+    lines = kept + [f"{digests[name]}  fsdd/recordings/{name}" for name in sorted(digests)]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+
+
 def fsdd_files() -> list[Path]:
     """The 3,000 FSDD wav paths under ``COURSE_DATA/speech/fsdd/recordings``, each MD5-checked (chapter 07, "Data").
 
     Raises :class:`~helpers.data.DataMissingError` naming the first missing file and ``COURSE_DATA``
-    (after a download attempt when ``COURSE_DOWNLOAD=1``), or :class:`~helpers.data.ChecksumError`
-    naming the files whose content differs from the official release.
+    (after a download attempt when ``COURSE_DOWNLOAD=1``), or :class:`~helpers.data.ChecksumError` when
+    the manifest's MD5 differs from :data:`FSDD_MANIFEST_MD5`. That error names the changed files when
+    ``COURSE_DATA/speech/MD5SUMS`` lists them (a verified download writes it), and otherwise the folder
+    to delete so that ``COURSE_DOWNLOAD=1`` downloads it again.
     """
     folder = data_root() / FSDD_DIR
     names = fsdd_names()
+    downloaded = False
     if not all((folder / n).exists() for n in names) and download_allowed():
         _download_fsdd(folder)
+        downloaded = True
     digests = {}
     for name in names:
         path = folder / name
@@ -145,9 +168,20 @@ def fsdd_files() -> list[Path]:
     if _manifest_md5(digests) != FSDD_MANIFEST_MD5:
         expected = _expected_md5s()
         bad = [n for n in names if expected.get(n) not in (None, digests[n])]
-        which = ", ".join(str(folder / n) for n in bad[:5]) or f"some file under {folder}"
-        raise ChecksumError(f"Free Spoken Digit Dataset: {which} has the wrong MD5 "
-                            f"(COURSE_DATA={os.environ.get('COURSE_DATA', '(unset)')}). Fetch it again.")
+        where = f"COURSE_DATA={os.environ.get('COURSE_DATA', '(unset)')}"
+        if bad:
+            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise ChecksumError(
+                f"Free Spoken Digit Dataset: {', '.join(str(folder / n) for n in bad[:5])}{more} "
+                f"{'has' if len(bad) == 1 else 'have'} the wrong MD5 ({where}). Delete the bad file(s) and run "
+                f"again with COURSE_DOWNLOAD=1 to download the recordings again, or copy good ones there.")
+        raise ChecksumError(
+            f"Free Spoken Digit Dataset: some file under {folder} has the wrong MD5 ({where}); the per-file "
+            f"list {_md5sums_path()} is missing or does not say which. Delete the folder {folder} "
+            f"and run again with COURSE_DOWNLOAD=1 to download it again, or put the recordings/ folder of "
+            f"{FSDD_URL} there.")
+    if downloaded:
+        _write_md5s(digests)  # verified against the constant: later corruption will be named file by file
     return [folder / n for n in names]
 
 

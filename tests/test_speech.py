@@ -1,7 +1,10 @@
 """helpers.speech (chapter 07): loaders, mel filterbank, STFT parity, Griffin-Lim, pitch, SALN, length regulator."""
 
 import hashlib
+import io
 import math
+import tarfile
+import urllib.request
 import wave
 from pathlib import Path
 
@@ -61,6 +64,65 @@ def test_corrupt_fsdd_file_is_named(data_dir, no_network):
     _fake_fsdd(data_dir, bad="3_theo_7.wav")
     with pytest.raises(ChecksumError, match="3_theo_7.wav"):
         S.fsdd_files()
+
+
+def test_corrupt_fsdd_without_md5sums_names_the_folder_to_delete(data_dir, no_network):
+    _fake_fsdd(data_dir, bad="3_theo_7.wav")
+    (data_dir / "speech" / "MD5SUMS").unlink()
+    with pytest.raises(ChecksumError) as err:
+        S.fsdd_files()
+    msg = str(err.value)
+    assert f"Delete the folder {data_dir / S.FSDD_DIR}" in msg and "COURSE_DOWNLOAD=1" in msg
+
+
+def _fake_release(monkeypatch) -> list:
+    """Serve a fake FSDD tarball (every wav distinct) in place of the network; pin its manifest digest.
+
+    Returns a list that records each download."""
+    blob, digests = io.BytesIO(), {}
+    with tarfile.open(fileobj=blob, mode="w:gz") as tar:
+        for name in S.fsdd_names():
+            data = name.encode()
+            digests[name] = hashlib.md5(data).hexdigest()
+            info = tarfile.TarInfo(f"free-spoken-digit-dataset-{S.FSDD_COMMIT}/recordings/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    calls = []
+
+    def fetch(url, timeout=None):
+        calls.append(url)
+        return io.BytesIO(blob.getvalue())
+
+    monkeypatch.setattr(urllib.request, "urlopen", fetch)
+    monkeypatch.setattr(S, "FSDD_MANIFEST_MD5", S._manifest_md5(digests))
+    return calls
+
+
+def test_fsdd_download_records_md5s_so_later_corruption_is_named(data_dir, monkeypatch):
+    calls = _fake_release(monkeypatch)
+    monkeypatch.setenv("COURSE_DOWNLOAD", "1")
+    (data_dir / "speech").mkdir()
+    (data_dir / "speech" / "MD5SUMS").write_text(f"{'1' * 32}  SOURCES.md\n")   # another file's line is kept
+    assert len(S.fsdd_files()) == 3000 and len(calls) == 1
+    lines = (data_dir / "speech" / "MD5SUMS").read_text().splitlines()
+    assert lines[0] == f"{'1' * 32}  SOURCES.md" and len(lines) == 3001
+    assert f"{hashlib.md5(b'3_theo_7.wav').hexdigest()}  fsdd/recordings/3_theo_7.wav" in lines
+    bad = data_dir / S.FSDD_DIR / "3_theo_7.wav"
+    bad.write_bytes(b"corrupt")
+    with pytest.raises(ChecksumError, match="3_theo_7.wav") as err:   # all files exist: no new download
+        S.fsdd_files()
+    assert len(calls) == 1 and "COURSE_DOWNLOAD=1" in str(err.value)
+    bad.unlink()                                                       # what the error advises
+    assert len(S.fsdd_files()) == 3000 and len(calls) == 2 and bad.read_bytes() == b"3_theo_7.wav"
+
+
+def test_failed_fsdd_download_writes_no_md5sums(data_dir, monkeypatch):
+    _fake_release(monkeypatch)
+    monkeypatch.setattr(S, "FSDD_MANIFEST_MD5", "0" * 32)               # the download does not verify
+    monkeypatch.setenv("COURSE_DOWNLOAD", "1")
+    with pytest.raises(ChecksumError, match="Delete the folder"):
+        S.fsdd_files()
+    assert not (data_dir / "speech" / "MD5SUMS").exists()
 
 
 @pytest.mark.skipif(not (REAL / S.FSDD_DIR).exists(), reason="no FSDD copy under COURSE_DATA on this machine")
