@@ -3,8 +3,9 @@
 Chapter 03 ("CLIP: contrastive language–image pre-training") derives everything here:
 
 * :func:`load_flickr8k` — the Flickr8k captions (all 40,460) with the first 1,000 images by name (those the
-  course ships), MD5-checked, from the course's copy or the official zip files; :func:`parse_captions` and :func:`parse_split` read the original text files,
-  including the ``#n`` caption ids and the one group keyed ``2258277193_586949ec62.jpg.1``.
+  course ships), MD5-checked, from the course's copy or the official zip files; :func:`parse_captions` and
+  :func:`parse_split` read the original text files, including the ``#n`` caption ids and the one group keyed
+  ``2258277193_586949ec62.jpg.1``.
 * :class:`WordTokenizer` — a small word-level tokenizer with ``<sos>``/``<eos>`` markers, so the text
   encoder can pool at the end-of-sequence token as CLIP does.
 * :class:`LogitScale` and :func:`clip_loss` — the symmetric InfoNCE loss over the ``N × N`` image–text

@@ -88,7 +88,6 @@ def missing_error(path: Path, url: str, what: str, hint: str | None = None) -> D
     )
 
 
-
 def fetch(relpath: str, md5: str, url: str, what: str) -> Path:
     """Return ``data_root()/relpath`` after checking its MD5; download it first if allowed (chapter 00).
 
