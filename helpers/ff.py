@@ -90,7 +90,7 @@ def embed_label(x: torch.Tensor, labels: torch.Tensor | None, num_classes: int =
 
     ``labels`` (B,) int64 gives a one-hot code times ``strength``; ``labels=None`` writes the
     *neutral* label ``strength / num_classes`` in every label pixel. Returns a new tensor; the other
-    pixels are unchanged (in MNIST the first row of pixels is always black, so nothing is lost).
+    pixels are unchanged (in MNIST the first ten pixels are black in all 70,000 images, so nothing is lost).
     """
     _check_2d(x)
     if num_classes < 2 or num_classes > x.shape[1]:
