@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import ChecksumError, DataMissingError, cache_root, data_root, fetch, md5sum, missing_error
+from .data import ChecksumError, DataMissingError, cache_root, data_root, fetch, missing_error
 
 # ---------------------------------------------------------------- Flickr8k (Hodosh, Young & Hockenmaier 2013)
 
@@ -130,25 +130,15 @@ def _missing_flickr8k(path: Path) -> DataMissingError:
         f"in {root}, or the course's copy there (folders Flickr8k_text/ and images/)."))
 
 
-_verified_zips: set[tuple] = set()
-
-
-def _flickr8k_zip(name: str, md5: str) -> dict[str, zipfile.ZipInfo] | None:
-    """The members of an official Flickr8k zip by base name, after checking the zip's MD5; None if absent."""
-    path = data_root() / FLICKR8K_DIR / name
-    if not path.exists():
+def _flickr8k_zip(name: str, md5: str) -> tuple[Path, dict[str, zipfile.ZipInfo]] | None:
+    """An official Flickr8k zip, MD5-checked by :func:`helpers.data.fetch`, and its members by base name;
+    None if the zip is absent (it is never downloaded)."""
+    if not (data_root() / FLICKR8K_DIR / name).exists():
         return None
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns, md5)
-    if key not in _verified_zips:  # hashing a 1 GB zip takes seconds: once per process and file version
-        actual = md5sum(path)
-        if actual != md5:
-            raise ChecksumError(f"Flickr8k: {path} has MD5 {actual}, expected {md5} (the official {name}). "
-                                "Delete it and download it again.")
-        _verified_zips.add(key)
+    path = fetch(f"{FLICKR8K_DIR}/{name}", md5, _FLICKR8K_URL + name, "Flickr8k")
     with zipfile.ZipFile(path) as zf:
-        return {Path(i.filename).name: i for i in zf.infolist()
-                if not i.is_dir() and not i.filename.startswith("__MACOSX/")}
+        return path, {Path(i.filename).name: i for i in zf.infolist()
+                      if not i.is_dir() and not i.filename.startswith("__MACOSX/")}
 
 
 def _flickr8k_text(rel: str, md5: str) -> str:
@@ -157,24 +147,25 @@ def _flickr8k_text(rel: str, md5: str) -> str:
     path = data_root() / FLICKR8K_DIR / rel
     if path.exists():
         return fetch(f"{FLICKR8K_DIR}/{rel}", md5, _FLICKR8K_URL, "Flickr8k").read_text(encoding="utf-8")
-    members = _flickr8k_zip(*_FLICKR8K_TEXT_ZIP)
-    if members is None:
+    found = _flickr8k_zip(*_FLICKR8K_TEXT_ZIP)
+    if found is None:
         raise _missing_flickr8k(path)
-    zpath, name = data_root() / FLICKR8K_DIR / _FLICKR8K_TEXT_ZIP[0], Path(rel).name
+    zpath, members = found
+    name = Path(rel).name
     if name not in members:
         raise ChecksumError(f"Flickr8k: {zpath} has no {name}")
     with zipfile.ZipFile(zpath) as zf:
         return zf.read(members[name]).decode("utf-8")
 
 
-def _flickr8k_image_bytes(shipped: list[str], wanted: set[str]) -> dict[str, bytes]:
+def _flickr8k_image_bytes(shipped: list[str], wanted: set[str], official: bool) -> dict[str, bytes]:
     """The JPEG bytes of the ``wanted`` images: from the course's ``images/`` folder (every ``shipped`` file
-    present, their concatenation MD5-checked) or, if there is no such folder, the official
+    present, their concatenation MD5-checked) or, when ``official`` (no such folder), from the official
     ``Flickr8k_Dataset.zip`` (the zip MD5-checked)."""
     folder = data_root() / FLICKR8K_DIR / "images"
-    members = None if folder.is_dir() else _flickr8k_zip(*_FLICKR8K_IMAGES_ZIP)
-    if members is not None:
-        zpath = data_root() / FLICKR8K_DIR / _FLICKR8K_IMAGES_ZIP[0]
+    found = _flickr8k_zip(*_FLICKR8K_IMAGES_ZIP) if official else None
+    if found is not None:
+        zpath, members = found
         absent = [n for n in shipped if n not in members]
         if absent:
             raise ChecksumError(f"Flickr8k: {zpath} lacks {len(absent)} of the images, e.g. {absent[0]}")
@@ -223,7 +214,7 @@ def load_flickr8k(split: str = "train", image_size: int = 64) -> Flickr8k:
     if cached.exists():
         blob = torch.load(cached, weights_only=True)
         return Flickr8k(blob["images"], [captions[n] for n in names], names)
-    raws = _flickr8k_image_bytes(shipped, wanted)
+    raws = _flickr8k_image_bytes(shipped, wanted, official)
     images = torch.from_numpy(np.stack([_decode_square(raws[n], image_size) for n in names])).permute(0, 3, 1, 2)
     images = images.contiguous()
     with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False, suffix=".tmp") as tmp:
