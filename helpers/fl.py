@@ -376,8 +376,11 @@ def local_sgd(model: nn.Module, params: Mapping[str, torch.Tensor], images: torc
     ``params``: stacked ``{name: (K, *shape)}``; ``images``/``labels``: the whole dataset (on the
     device); ``batches``: ``(K, S, B)`` sample indices (:func:`client_batches`). Every step computes,
     for all clients together, ``g_k = ∇ CE(f(x_k; w_k), y_k)`` with ``torch.func.grad`` under
-    ``vmap`` and applies PyTorch's SGD rule (``d = g + λw``, ``m ← μm + d``, ``w ← w - ηm``) — only to
-    the ``trainable`` names; the others are returned as the very same tensors, untouched.
+    ``vmap``, then hands the stacked gradients to one ``torch.optim.SGD`` over the stacked ``trainable``
+    tensors (``d = g + λw``, ``m ← μm + d``, ``w ← w - ηm``). That rule is element-wise, so one optimiser
+    over ``(K, *shape)`` tensors is ``K`` independent client optimisers, and on a GPU its ``foreach``
+    kernels update every tensor in a few launches. The other names are returned as the very same tensors,
+    untouched; ``params`` itself is not modified.
     ``transform`` maps a uint8 batch ``(N, C, H, W)`` to float (augment + normalise).
     Returns the new stacked parameters and every client's mean training loss ``(K,)``.
     Pass the same dict as ``state`` to consecutive calls to carry the momentum buffers over (as one
@@ -398,23 +401,19 @@ def local_sgd(model: nn.Module, params: Mapping[str, torch.Tensor], images: torc
     if lr < 0 or momentum < 0 or weight_decay < 0:
         raise ValueError(f"lr, momentum, weight_decay must be >= 0, got {lr}, {momentum}, {weight_decay}")
     transform = transform or _identity
-    train = {n: params[n] for n in trainable}
+    train = {n: params[n].detach().clone() for n in trainable}         # the optimiser updates these in place
     frozen = {n: v for n, v in params.items() if n not in train}
-    buf = {n: torch.zeros_like(v) for n, v in train.items()}
-    if state is not None and "momentum" in state:
-        buf.update({n: v for n, v in state["momentum"].items() if n in buf})
+    opt = torch.optim.SGD(list(train.values()), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if momentum and state is not None and "momentum" in state:
+        for n, p in train.items():
+            if n in state["momentum"]:
+                opt.state[p]["momentum_buffer"] = state["momentum"][n].clone()
 
     def loss_fn(tp: Params, fp: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = functional_call(model, {**tp, **fp}, (x,))  # (B, classes)
         return F.cross_entropy(logits.float(), y)
 
-    def step(tp: Params, fp: Params, mp: Params, x: torch.Tensor, y: torch.Tensor):
-        g, loss = grad_and_value(loss_fn)(tp, fp, x, y)
-        new_m = {n: momentum * mp[n] + g[n] + weight_decay * tp[n] for n in tp}
-        new_p = {n: tp[n] - lr * new_m[n] for n in tp}
-        return new_p, new_m, loss
-
-    vstep = vmap(step)
+    vgrad = vmap(grad_and_value(loss_fn))                              # one client's gradient, mapped over K
     losses = torch.zeros(k, device=batches.device)
     ctx = autocast or contextlib.nullcontext
     for t in range(steps):
@@ -422,10 +421,16 @@ def local_sgd(model: nn.Module, params: Mapping[str, torch.Tensor], images: torc
         x = transform(images[idx.reshape(-1)])                         # (K*B, C, H, W) float
         x = x.view(k, b, *x.shape[1:])                                 # (K, B, C, H, W)
         with ctx():
-            train, buf, loss = vstep(train, frozen, buf, x, labels[idx])
+            g, loss = vgrad(train, frozen, x, labels[idx])             # {name: (K, *shape)}, (K,)
+        for n, p in train.items():
+            p.grad = g[n]
+        opt.step()                                                     # all K clients' SGD steps at once
         losses += loss.detach().float()
     if state is not None:
-        state["momentum"] = buf
+        state["momentum"] = {n: opt.state[p]["momentum_buffer"] for n, p in train.items()
+                             if "momentum_buffer" in opt.state[p]} if momentum else {}
+    for p in train.values():
+        p.grad = None
     return {**params, **train}, losses / steps
 
 

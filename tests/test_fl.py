@@ -196,8 +196,10 @@ def test_vmapped_local_sgd_matches_the_torch_optimizer_loop(toy):
     batches = fl.client_batches([torch.arange(i * 60, i * 60 + 60) for i in range(3)], 2, 20,
                                 torch.Generator().manual_seed(1))            # (3, 6, 20)
     kw = dict(lr=0.05, momentum=0.9, weight_decay=1e-3, transform=lambda x: tf(x).double())
+    before = {n: v.clone() for n, v in params.items()}
     for trainable in (list(params), fl.body_names(model)):
         a, loss_a = fl.local_sgd(model, params, images, y, batches, trainable=trainable, **kw)
+        assert all(torch.equal(params[n], before[n]) for n in params), "local_sgd changed its input in place"
         b, loss_b = fl.local_sgd_loop(model, params, images, y, batches, trainable=trainable, **kw)
         for n in params:
             torch.testing.assert_close(a[n], b[n], atol=1e-10, rtol=1e-9)
