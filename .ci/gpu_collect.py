@@ -6,18 +6,24 @@ notebook into notebooks/ and writes results/NN_x.json from the log; anything dou
 
 A run is taken only if its log says NOTEBOOK OK and EXIT 0, its results JSON is from the full profile on a GPU,
 no cell holds an error output, and every cell's source equals the repository's notebook (so the stored outputs
-belong to the committed code). Exit status 1 if any chapter in FOLDER was refused.
+belong to the committed code). Exit status 1 if any chapter in FOLDER was refused. A stored notebook loses its
+"No stored run yet" note (the markdown cell tagged `no-stored-run`): from now on the page has outputs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 MARKER = "=== RESULTS JSON"
+NOTE_TAG = "no-stored-run"
+
+
+def drop_note(nb: dict) -> dict:
+    """The notebook without its "No stored run yet" cell (tests/test_book.py wants it exactly when no outputs are stored)."""
+    return dict(nb, cells=[c for c in nb["cells"] if NOTE_TAG not in c.get("metadata", {}).get("tags", [])])
 
 
 def check(log: Path, root: Path) -> tuple[dict | None, str]:
@@ -72,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{log.stem}: ok, {record.get('minutes', float('nan')):.1f} min on {record.get('device')}"
               + (f"; {checks[-1].strip()[:160]}" if checks else ""))
         if not args.dry_run:
-            shutil.copyfile(log.with_suffix(".ipynb"), args.root / "notebooks" / f"{log.stem}.ipynb")
+            executed = json.loads(log.with_suffix(".ipynb").read_text())
+            (args.root / "notebooks" / f"{log.stem}.ipynb").write_text(
+                json.dumps(drop_note(executed), indent=1, ensure_ascii=False) + "\n")
             (args.root / "results" / f"{log.stem}.json").write_text(json.dumps(record, indent=2) + "\n")
     pytest_log = args.folder / "pytest.log"
     if pytest_log.exists():

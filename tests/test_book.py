@@ -87,6 +87,20 @@ def test_stored_outputs_come_from_a_clean_full_gpu_run(path):
     assert record["profile"] == "full" and "CPU" not in record["device"]
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_page_without_stored_outputs_says_so_and_only_then(path):
+    """A chapter committed without outputs carries the "No stored run yet" note (a markdown cell tagged
+    `no-stored-run`, right after the title cell); once a GPU run's outputs are stored, the note must go."""
+    cells = _cells(path)
+    has_outputs = any(c.get("outputs") for c in cells if c["cell_type"] == "code")
+    notes = [i for i, c in enumerate(cells) if "no-stored-run" in c.get("metadata", {}).get("tags", [])]
+    if has_outputs:
+        assert not notes, "outputs are stored: delete the 'No stored run yet' cell (tagged no-stored-run)"
+    else:
+        assert notes == [1], "no stored outputs: the second cell must be the 'No stored run yet' note"
+        assert cells[1]["cell_type"] == "markdown" and "No stored run yet" in _src(cells[1])
+
+
 def test_results_files_belong_to_chapters():
     for path in (ROOT / "results").glob("*.json"):
         assert (ROOT / "notebooks" / f"{path.stem}.ipynb").exists(), path.name
