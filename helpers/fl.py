@@ -428,7 +428,7 @@ def local_sgd(model: nn.Module, params: Mapping[str, torch.Tensor], images: torc
         losses += loss.detach().float()
     if state is not None:
         state["momentum"] = {n: opt.state[p]["momentum_buffer"] for n, p in train.items()
-                             if "momentum_buffer" in opt.state[p]} if momentum else {}
+                             if "momentum_buffer" in opt.state[p]}     # none when momentum == 0
     for p in train.values():
         p.grad = None
     return {**params, **train}, losses / steps
