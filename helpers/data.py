@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import io
 import os
 import pickle
@@ -60,6 +61,12 @@ def download_allowed() -> bool:
     return os.environ.get("COURSE_DOWNLOAD", "0") == "1"
 
 
+# What a download can raise besides the course's own errors: network and file errors (OSError, which
+# includes urllib's URLError), a connection cut mid-transfer (http.client's IncompleteRead), a truncated
+# archive (tarfile, EOFError), and torchvision's "File not found or corrupted." (RuntimeError).
+DOWNLOAD_ERRORS = (OSError, http.client.HTTPException, tarfile.TarError, EOFError, RuntimeError)
+
+
 def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     """The hex MD5 of a file (chapter 00)."""
     digest = hashlib.md5()
@@ -97,15 +104,27 @@ def fetch(relpath: str, md5: str, url: str, what: str) -> Path:
     if not path.exists():
         if not download_allowed():
             raise missing_error(path, url, what)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_name = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with urllib.request.urlopen(url, timeout=60) as response, tempfile.NamedTemporaryFile(
-                dir=path.parent, delete=False
+                dir=path.parent, delete=False, suffix=".part"
             ) as tmp:
+                tmp_name = tmp.name
                 tmp.write(response.read())
-            os.replace(tmp.name, path)
-        except OSError as err:
-            raise missing_error(path, url, f"{what} (download failed: {err})") from err
+            actual = md5sum(Path(tmp_name))
+            if actual != md5:  # a wrong download never reaches `path`, so the next run downloads again
+                raise ChecksumError(f"{what}: the download from {url} has MD5 {actual}, expected {md5}; "
+                                    f"nothing was saved.")
+            os.replace(tmp_name, path)
+            tmp_name = None
+        except ChecksumError:
+            raise
+        except DOWNLOAD_ERRORS as err:
+            raise missing_error(path, url, f"{what} (download failed: {err!r})") from err
+        finally:
+            if tmp_name is not None:
+                Path(tmp_name).unlink(missing_ok=True)
     actual = md5sum(path)
     if actual != md5:
         raise ChecksumError(f"{what}: {path} has MD5 {actual}, expected {md5}. Delete it and fetch it again.")
@@ -202,13 +221,16 @@ def load_cifar10(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     root = data_root()
     official = root / _CIFAR10_DIR
     jpeg = root / _CIFAR10_JPEG[0]
-    if not official.exists() and not jpeg.exists() and download_allowed():
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    # Download when allowed and the official files are absent (and no JPEG copy stands in) or incomplete, e.g.
+    # after a runtime died mid-extraction; torchvision checks the archive's MD5 and extracts it again.
+    complete = lambda: all((official / n).exists() and md5sum(official / n) == _CIFAR10_MD5[n] for n in names)
+    if download_allowed() and (official.exists() or not jpeg.exists()) and not complete():
         try:
             _torchvision_download("CIFAR10")
-        except OSError as err:
-            raise missing_error(official, _CIFAR10_URL, f"CIFAR-10 (download failed: {err})") from err
+        except DOWNLOAD_ERRORS as err:
+            raise missing_error(official, _CIFAR10_URL, f"CIFAR-10 (download failed: {err!r})") from err
     if official.exists():
-        names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
         for n in names:
             if not (official / n).exists():
                 raise missing_error(official / n, _CIFAR10_URL, "CIFAR-10")
@@ -261,11 +283,11 @@ def load_cifar100(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """
     _check_split(split)
     path = data_root() / _CIFAR100_DIR / split
-    if not path.exists() and download_allowed():
-        try:
+    if download_allowed() and not (path.exists() and md5sum(path) == _CIFAR100_MD5[split]):
+        try:  # absent, or left incomplete by an interrupted extraction: torchvision fetches and extracts again
             _torchvision_download("CIFAR100")
-        except OSError as err:
-            raise missing_error(path, _CIFAR100_URL, f"CIFAR-100 (download failed: {err})") from err
+        except DOWNLOAD_ERRORS as err:
+            raise missing_error(path, _CIFAR100_URL, f"CIFAR-100 (download failed: {err!r})") from err
     if not path.exists():
         raise missing_error(path, _CIFAR100_URL, "CIFAR-100")
     if md5sum(path) != _CIFAR100_MD5[split]:

@@ -363,6 +363,8 @@ def client_batches(parts: Sequence[torch.Tensor], epochs: int, batch_size: int,
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype == torch.uint8:  # raw pixels in 0..255 would train silently badly
+        raise ValueError("images are uint8: pass a transform (e.g. scale to [0, 1] and normalise), got none")
     return x.float()
 
 

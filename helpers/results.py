@@ -87,7 +87,7 @@ def save_results(chapter: str, metrics: Mapping[str, Any], *, profile: str, devi
                  minutes: float, config: Mapping[str, Any] | None = None,
                  reference: Mapping[str, Any] | None = None, folder: str | os.PathLike | None = None) -> Path | None:
     """Write ``results/<chapter>.json`` — only in the full profile (a smoke run's numbers are not
-    results). Returns the path written, or ``None`` in the smoke profile."""
+    results; chapter 00 introduces the file). Returns the path written, or ``None`` in the smoke profile."""
     record = build_results(chapter, metrics, profile=profile, device=device, minutes=minutes,
                            config=config, reference=reference)
     if profile != "full":

@@ -103,7 +103,7 @@ def device_name(device: torch.device | str) -> str:
 
 
 def env_report(device: torch.device | str | None = None, *, show: bool = True) -> dict:
-    """Versions, device and peak GPU memory — printed at the end of every chapter."""
+    """Versions, device and peak GPU memory — printed at the end of every chapter (introduced in chapter 00)."""
     device = pick_device() if device is None else torch.device(device)
     report = {
         "python": platform.python_version(),

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import ChecksumError, DataMissingError, data_root, download_allowed, missing_error
+from .data import DOWNLOAD_ERRORS, ChecksumError, DataMissingError, data_root, download_allowed, missing_error
 
 # ------------------------------------------------------------------ the Free Spoken Digit Dataset (chapter 07, "Data")
 
@@ -93,18 +93,18 @@ def _fsdd_missing(path: Path) -> DataMissingError:
 
 def _download_fsdd(folder: Path) -> None:
     """Download the pinned upstream commit and extract ``recordings/*.wav`` into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         with urllib.request.urlopen(FSDD_URL, timeout=120) as response:
             blob = response.read()
-    except OSError as err:
-        raise DataMissingError(f"Free Spoken Digit Dataset: download of {FSDD_URL} failed ({err}); "
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:  # a cut connection fails here
+            for member in tar:
+                parts = member.name.split("/")
+                if member.isfile() and len(parts) == 3 and parts[1] == "recordings" and parts[2].endswith(".wav"):
+                    (folder / parts[2]).write_bytes(tar.extractfile(member).read())
+    except DOWNLOAD_ERRORS as err:
+        raise DataMissingError(f"Free Spoken Digit Dataset: download of {FSDD_URL} failed ({err!r}); "
                                f"COURSE_DATA={os.environ.get('COURSE_DATA', '(unset)')}") from err
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            if member.isfile() and len(parts) == 3 and parts[1] == "recordings" and parts[2].endswith(".wav"):
-                (folder / parts[2]).write_bytes(tar.extractfile(member).read())
 
 
 def _manifest_md5(digests: dict[str, str]) -> str:
@@ -431,7 +431,7 @@ def length_regulate(h: torch.Tensor, durations: torch.Tensor, max_len: int) -> t
 
 
 def uniform_durations(n_phones: int, n_frames: int) -> list[int]:
-    """Split ``n_frames`` over ``n_phones`` as evenly as possible (the chapter's stand-in for an aligner)."""
+    """Split ``n_frames`` over ``n_phones`` as evenly as possible (chapter 07's stand-in for an aligner)."""
     if n_phones < 1 or n_frames < n_phones:
         raise ValueError(f"need 1 <= n_phones <= n_frames, got n_phones={n_phones}, n_frames={n_frames}")
     edges = [round(k * n_frames / n_phones) for k in range(n_phones + 1)]

@@ -156,6 +156,8 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError("self-attention takes no context (build the layer with cross=True)")
             q, k, v = self.qkv(x).split(self.d_model, dim=-1)
         q, k, v = self._split(q), self._split(k), self._split(v)  # (B, H, T|S, hd)
+        if attn_mask is not None and attn_mask.dtype != torch.bool:  # SDPA would silently add a float mask
+            raise ValueError(f"attn_mask must be boolean (True = may attend), got dtype {attn_mask.dtype}")
         if causal and attn_mask is not None:
             attn_mask = attn_mask & torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
             causal = False

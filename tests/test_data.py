@@ -94,6 +94,59 @@ def test_failed_download_is_a_missing_error(data_dir, monkeypatch):
         data.load_tiny_shakespeare()
 
 
+def test_a_wrong_download_is_not_kept_and_the_next_run_downloads_again(data_dir, monkeypatch):
+    good = b"To be, or not to be"
+    monkeypatch.setattr(data, "_SHAKESPEARE", ("tinyshakespeare/input.txt", hashlib.md5(good).hexdigest(),
+                                               "https://example.invalid/input.txt"))
+    answers = [b"<html>rate limited</html>", good]
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(answers.pop(0)))
+    monkeypatch.setenv("COURSE_DOWNLOAD", "1")
+    with pytest.raises(data.ChecksumError, match="example.invalid"):
+        data.load_tiny_shakespeare()
+    assert list((data_dir / "tinyshakespeare").iterdir()) == []   # neither the file nor a temporary left behind
+    assert data.load_tiny_shakespeare() == good.decode()
+
+
+def test_a_connection_cut_mid_download_is_a_missing_error(data_dir, monkeypatch):
+    import http.client
+
+    class Cut(io.BytesIO):
+        def read(self, *args):
+            raise http.client.IncompleteRead(b"To be", 100)   # not an OSError
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: Cut())
+    monkeypatch.setenv("COURSE_DOWNLOAD", "1")
+    with pytest.raises(data.DataMissingError, match="download failed.*IncompleteRead"):
+        data.load_tiny_shakespeare()
+    assert list((data_dir / "tinyshakespeare").iterdir()) == []
+
+
+def _fake_cifar10_batches(folder: Path) -> dict:
+    folder.mkdir(exist_ok=True)
+    md5, rng = {}, np.random.default_rng(1)
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
+        blob = pickle.dumps({"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), "labels": [1, 2, 3]})
+        (folder / name).write_bytes(blob)
+        md5[name] = hashlib.md5(blob).hexdigest()
+    return md5
+
+
+def test_cifar10_half_extracted_is_downloaded_again_when_allowed(data_dir, monkeypatch, no_network):
+    folder = data_dir / "cifar-10-batches-py"
+    monkeypatch.setattr(data, "_CIFAR10_MD5", _fake_cifar10_batches(folder))
+    (folder / "data_batch_4").unlink()                          # a runtime died during extraction
+    with pytest.raises(data.DataMissingError, match="data_batch_4"):
+        data.load_cifar10("train")                              # downloads off: say what is missing
+    calls = []
+    monkeypatch.setattr(data, "_torchvision_download", lambda name: (calls.append(name),
+                                                                    _fake_cifar10_batches(folder)))
+    monkeypatch.setenv("COURSE_DOWNLOAD", "1")
+    x, _ = data.load_cifar10("train")
+    assert calls == ["CIFAR10"] and x.shape == (15, 3, 32, 32)
+    data.load_cifar10("train")
+    assert calls == ["CIFAR10"]                                 # complete now: no second download
+
+
 def test_cifar10_missing_names_both_layouts(data_dir, no_network):
     with pytest.raises(data.DataMissingError) as err:
         data.load_cifar10("train")

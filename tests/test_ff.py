@@ -119,11 +119,12 @@ def test_negative_sampling_rejects_bad_input():
 
 def test_embed_label_writes_one_hot_in_the_first_pixels_only():
     x = torch.rand(4, 784)
+    x0 = x.clone()
     y = torch.tensor([0, 3, 9, 3])
     out = ff.embed_label(x, y, strength=2.0)
     torch.testing.assert_close(out[:, :10], 2.0 * F.one_hot(y, 10).float())
     torch.testing.assert_close(out[:, 10:], x[:, 10:])
-    assert not torch.equal(out, x) and torch.equal(x, x.clone())  # the input is not modified in place
+    assert not torch.equal(out, x) and torch.equal(x, x0)  # the input is not modified in place
     neutral = ff.embed_label(x, None)
     torch.testing.assert_close(neutral[:, :10], torch.full((4, 10), 0.1))
     with pytest.raises(ValueError, match="12"):

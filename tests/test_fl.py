@@ -234,6 +234,17 @@ def test_momentum_state_carries_over_between_calls(toy):
         torch.testing.assert_close(whole[n], half[n], atol=1e-6, rtol=1e-6)
 
 
+def test_raw_uint8_images_without_a_transform_are_refused(toy):
+    model, images, y = toy
+    params = fl.broadcast(fl.params_of(model), 1)
+    batches = fl.client_batches([torch.arange(0, 60)], 1, 20, torch.Generator().manual_seed(3))
+    with pytest.raises(ValueError, match="uint8"):
+        fl.local_sgd(model, params, images, y, batches, trainable=list(params), lr=0.05)
+    with pytest.raises(ValueError, match="uint8"):
+        fl.evaluate(model, params, images, y, torch.arange(0, 60)[None])
+    fl.local_sgd(model, params, images.float() / 255, y, batches, trainable=list(params), lr=0.05)  # floats: fine
+
+
 def test_frozen_head_stays_bit_identical_through_federated_training(toy):
     """FedBABU: several rounds of body-only local SGD + body-only aggregation never touch the head."""
     model, images, y = toy

@@ -98,6 +98,15 @@ def _fake_release(monkeypatch) -> list:
     return calls
 
 
+def test_fsdd_truncated_download_is_a_missing_error(data_dir, monkeypatch):
+    _fake_release(monkeypatch)
+    whole = urllib.request.urlopen(S.FSDD_URL).read()
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(whole[: len(whole) // 2]))
+    monkeypatch.setenv("COURSE_DOWNLOAD", "1")
+    with pytest.raises(DataMissingError, match="download of .* failed"):   # not a raw tarfile/EOF traceback
+        S.fsdd_files()
+
+
 def test_fsdd_download_records_md5s_so_later_corruption_is_named(data_dir, monkeypatch):
     calls = _fake_release(monkeypatch)
     monkeypatch.setenv("COURSE_DOWNLOAD", "1")

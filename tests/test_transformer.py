@@ -359,6 +359,14 @@ def test_causal_attention_with_a_padding_mask():
     torch.testing.assert_close(enc(x3, keep)[:, :3], enc(x, keep)[:, :3])
 
 
+def test_a_float_attention_mask_is_refused():
+    """A 0/1 float mask would be *added* to the scores by SDPA, silently attending everywhere."""
+    m = tr.MultiHeadAttention(12, 3)
+    keep = tr.padding_mask(torch.tensor([6, 4]))
+    with pytest.raises(ValueError, match="boolean.*float32"):
+        m(torch.randn(2, 6, 12), attn_mask=keep.float())
+
+
 def test_block_cross_attention_ignores_masked_memory():
     torch.manual_seed(14)
     blk = tr.Block(8, 2, cross=True, d_context=6).eval()
