@@ -43,7 +43,7 @@ def check(log: Path, root: Path) -> tuple[dict | None, str]:
     if MARKER not in text or not text.split(MARKER, 1)[1].strip():
         return None, "the log holds no results JSON (a smoke run writes none)"
     try:
-        record = json.loads(text.split(MARKER, 1)[1])
+        record, _ = json.JSONDecoder().raw_decode(text.split(MARKER, 1)[1].lstrip())  # ignore any trailing lines
     except json.JSONDecodeError as err:
         return None, f"the results JSON in the log does not parse ({err})"
     if record.get("profile") != "full" or "CPU" in str(record.get("device", "CPU")):

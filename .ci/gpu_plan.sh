@@ -58,7 +58,7 @@ build() {   # the carried folders, in the current directory (a checkout of this 
 if [ "$mode" != "--rehearse" ]; then
   [ -z "$mode" ] || { echo "gpu_plan: unknown option '$mode'"; exit 2; }
   build
-  echo; echo "Plan $plan: device calls, one right after another (run tool; timeout_s 600 for the last):"
+  echo; echo "Plan $plan: device calls, one right after another (run tool; timeout_s 150 for each staging call, 600 for the last):"
   i=1; for c in "${calls[@]}"; do
     echo "  $i. carry [\"${c%%|*}\"]  command: ${c#*|}"; i=$((i + 1))
   done

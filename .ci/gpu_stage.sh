@@ -37,7 +37,7 @@ if compgen -G "$dir/part-*" > /dev/null; then
   else
     rm -rf "$root/fl/wheels" && cat "$root"/fl/part-* | tar -x -C "$root/fl"
     pip_target "$root/site_fl" "$root"/fl/wheels/*.whl 2>&1 | grep -v "Running pip as the 'root' user" || true
-    PYTHONPATH="$root/site_fl${PYTHONPATH:+:$PYTHONPATH}" RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0 python3 -c "
+    PYTHONPATH="$root/site_fl${PYTHONPATH:+:$PYTHONPATH}" RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0 timeout 90 python3 -c "
 import flwr, flwr.simulation, ray
 ray.init(num_cpus=2, include_dashboard=False)
 print('ray resources:', ray.cluster_resources())
