@@ -94,6 +94,16 @@ def test_failed_download_is_a_missing_error(data_dir, monkeypatch):
         data.load_tiny_shakespeare()
 
 
+def _fake_cifar10_batches(folder: Path) -> dict:
+    folder.mkdir(exist_ok=True)
+    md5, rng = {}, np.random.default_rng(1)
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
+        blob = pickle.dumps({"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), "labels": [1, 2, 3]})
+        (folder / name).write_bytes(blob)
+        md5[name] = hashlib.md5(blob).hexdigest()
+    return md5
+
+
 def test_a_wrong_download_is_not_kept_and_the_next_run_downloads_again(data_dir, monkeypatch):
     good = b"To be, or not to be"
     monkeypatch.setattr(data, "_SHAKESPEARE", ("tinyshakespeare/input.txt", hashlib.md5(good).hexdigest(),
@@ -121,16 +131,6 @@ def test_a_connection_cut_mid_download_is_a_missing_error(data_dir, monkeypatch)
     assert list((data_dir / "tinyshakespeare").iterdir()) == []
 
 
-def _fake_cifar10_batches(folder: Path) -> dict:
-    folder.mkdir(exist_ok=True)
-    md5, rng = {}, np.random.default_rng(1)
-    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
-        blob = pickle.dumps({"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), "labels": [1, 2, 3]})
-        (folder / name).write_bytes(blob)
-        md5[name] = hashlib.md5(blob).hexdigest()
-    return md5
-
-
 def test_cifar10_half_extracted_is_downloaded_again_when_allowed(data_dir, monkeypatch, no_network):
     folder = data_dir / "cifar-10-batches-py"
     monkeypatch.setattr(data, "_CIFAR10_MD5", _fake_cifar10_batches(folder))
@@ -155,14 +155,7 @@ def test_cifar10_missing_names_both_layouts(data_dir, no_network):
 
 def test_cifar10_official_layout(data_dir, monkeypatch, no_network):
     folder = data_dir / "cifar-10-batches-py"
-    folder.mkdir()
-    md5 = {}
-    rng = np.random.default_rng(1)
-    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
-        blob = pickle.dumps({"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), "labels": [1, 2, 3]})
-        (folder / name).write_bytes(blob)
-        md5[name] = hashlib.md5(blob).hexdigest()
-    monkeypatch.setattr(data, "_CIFAR10_MD5", md5)
+    monkeypatch.setattr(data, "_CIFAR10_MD5", _fake_cifar10_batches(folder))
     x, y = data.load_cifar10("train")
     assert x.shape == (15, 3, 32, 32) and x.dtype == torch.uint8 and y.tolist() == [1, 2, 3] * 5
     # channel-first reshape: first row of the red plane is the first 32 bytes of the record
