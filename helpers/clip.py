@@ -242,7 +242,9 @@ class WordTokenizer:
     def __init__(self, words: Iterable[str] = ()):
         self.itos = list(self.SPECIALS) + [w for w in words if w not in self.SPECIALS]
         if len(set(self.itos)) != len(self.itos):
-            raise ValueError("the vocabulary has duplicate words")
+            seen: set[str] = set()
+            dups = sorted({w for w in self.itos if w in seen or seen.add(w)})
+            raise ValueError(f"the vocabulary has duplicate words: {dups}")
         self.stoi = {w: i for i, w in enumerate(self.itos)}
 
     @staticmethod

@@ -122,8 +122,12 @@ def imix_loss(q_mixed: torch.Tensor, k: torch.Tensor, perm: torch.Tensor, lam: t
     if lam.ndim == 0:
         lam = lam.expand(n)
     # the range is checked only on CPU tensors: on a GPU the check would synchronise every step
-    if lam.shape != (n,) or (lam.device.type == "cpu" and ((lam < 0).any() or (lam > 1).any())):
+    if lam.shape != (n,):
         raise ValueError(f"lam must be a scalar or ({n},) in [0, 1], got shape {tuple(lam.shape)}")
+    if lam.device.type == "cpu" and ((lam < 0).any() or (lam > 1).any()):
+        bad = lam[(lam < 0) | (lam > 1)]
+        raise ValueError(f"lam must lie in [0, 1], got {bad.tolist()} (at positions "
+                         f"{torch.nonzero((lam < 0) | (lam > 1)).flatten().tolist()})")
     lam = lam.to(q_mixed.device)
     logits = (F.normalize(q_mixed, dim=1) @ F.normalize(k, dim=1).T / temperature).float()  # (N, N)
     own = F.cross_entropy(logits, torch.arange(n, device=logits.device), reduction="none")  # (N,)

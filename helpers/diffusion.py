@@ -333,10 +333,11 @@ def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, c
     A covariance must be positive semi-definite: an eigenvalue below ``-1e-4`` times the largest one raises
     ``ValueError``; smaller negative ones are round-off and count as 0.
     """
-    d = mu1.shape[-1] if mu1.ndim == 1 else -1
-    for name, m in (("mu1", mu1), ("mu2", mu2)):
-        if m.ndim != 1 or m.shape[0] != d:
-            raise ValueError(f"{name} must be shaped ({d},), got {tuple(m.shape)}")
+    if mu1.ndim != 1:
+        raise ValueError(f"mu1 must be a 1-D mean vector (D,), got shape {tuple(mu1.shape)}")
+    d = mu1.shape[0]
+    if mu2.shape != (d,):
+        raise ValueError(f"mu2 must be shaped ({d},) like mu1, got {tuple(mu2.shape)}")
     for name, c in (("cov1", cov1), ("cov2", cov2)):
         if c.shape != (d, d):
             raise ValueError(f"{name} must be shaped ({d}, {d}), got {tuple(c.shape)}")

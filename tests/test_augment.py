@@ -221,6 +221,47 @@ def test_bad_hue_shift_and_bad_channels_raise():
         augment.adjust_brightness(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), 0.5)
 
 
+def _params(n: int):
+    return augment.sample_params(n, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("call, message", [
+    pytest.param(lambda: augment.hflip(torch.rand(3, 4, 4), torch.ones(3, dtype=torch.bool)),
+                 r"\(B, C, H, W\) tensor, got Tensor with shape \(3, 4, 4\)", id="3d-images"),
+    pytest.param(lambda: augment.adjust_brightness(_images(), torch.ones(2)),
+                 r"factor must be a scalar or have shape \(6,\), got \(2,\)", id="factor-per-image-wrong-count"),
+    pytest.param(lambda: augment.sample_crop_boxes(0, 8, 8), r"n must be >= 1, got 0", id="crop-no-box"),
+    pytest.param(lambda: augment.sample_crop_boxes(2, 0, 8), r"image size must be positive, got \(0, 8\)",
+                 id="crop-empty-image"),
+    pytest.param(lambda: augment.sample_crop_boxes(2, 8, 8, scale=(0.5, 0.2)), r"got \(0\.5, 0\.2\)",
+                 id="crop-scale-reversed"),
+    # without the check math.log(0) would raise its own ValueError ("math domain error")
+    pytest.param(lambda: augment.sample_crop_boxes(2, 8, 8, ratio=(0.0, 1.0)),
+                 r"ratio must satisfy 0 < lo <= hi, got \(0\.0, 1\.0\)", id="crop-ratio-zero"),
+    pytest.param(lambda: augment.resized_crop(_images(b=2), torch.tensor([[0.0, 0.0, 4.0, 4.0]] * 2), 0),
+                 r"size must be positive, got 0", id="resize-to-zero"),
+    pytest.param(lambda: augment.hflip(_images(), torch.ones(5, dtype=torch.bool)),
+                 r"flags must have shape \(6,\), got \(5,\)", id="flip-flags-wrong-count"),
+    pytest.param(lambda: augment.color_jitter(_images(), torch.ones(6, 3)),
+                 r"factors must have shape \(6, 4\), got \(6, 3\)", id="jitter-three-factors"),
+    pytest.param(lambda: augment.grayscale(_images(), torch.ones(6, 1, dtype=torch.bool)),
+                 r"flags must have shape \(6,\), got \(6, 1\)", id="gray-flags-wrong-shape"),
+    pytest.param(lambda: augment.sample_params(2, 8, 8, flip_p=1.5),
+                 r"flip_p must be a probability in \[0, 1\], got 1.5", id="params-flip-p-above-one"),
+    pytest.param(lambda: augment.sample_params(2, 8, 8, gray_p=-0.1), r"gray_p must be a probability .*got -0.1",
+                 id="params-gray-p-negative"),
+    pytest.param(lambda: augment.sample_params(2, 8, 8, strength=(0.4, 0.4, 0.4, 0.6)),
+                 r"got \(0\.4, 0\.4, 0\.4, 0\.6\)", id="params-hue-strength-above-half"),
+    # apply_params would reject one channel too, with its own message ("expected 3 channels")
+    pytest.param(lambda: augment.simclr_views(torch.rand(2, 1, 8, 8)),
+                 r"expected \(B, 3, H, W\) images, got shape \(2, 1, 8, 8\)", id="views-one-channel"),
+    pytest.param(lambda: augment.augself_targets(_params(3), _params(4)), r"3 vs 4", id="targets-batch-mismatch"),
+])
+def test_invalid_arguments_raise_value_errors_naming_the_value(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
 # ----------------------------------------------------------------------------- the whole pipeline
 
 def test_params_ranges_and_probabilities():
@@ -237,6 +278,18 @@ def test_params_ranges_and_probabilities():
         assert lo <= j[:, col].min() < lo + 0.01 and hi - 0.01 < j[:, col].max() <= hi, col
         assert abs(j[:, col].mean() - (lo + hi) / 2) < 0.02 * (hi - lo), col
     assert torch.equal(p.jitter[~applied], torch.tensor(augment.IDENTITY_JITTER).expand(int((~applied).sum()), 4))
+
+
+def test_view_params_to_moves_every_tensor_and_keeps_the_rest():
+    p = augment.sample_params(4, 16, 16, strength=(0.5, 0.3, 0.2, 0.1), generator=torch.Generator().manual_seed(0))
+    names = ("boxes", "flip", "jitter", "jitter_applied", "gray")
+    meta = p.to("meta")
+    for name in names:
+        moved, orig = getattr(meta, name), getattr(p, name)
+        assert moved.device.type == "meta" and moved.dtype == orig.dtype and moved.shape == orig.shape, name
+    assert meta.source_size == (16, 16) and meta.strength == (0.5, 0.3, 0.2, 0.1)
+    back = p.to("cpu")
+    assert back is not p and all(torch.equal(getattr(back, n), getattr(p, n)) for n in names)
 
 
 def test_views_are_reproduced_by_torchvision_from_reported_params():
@@ -440,3 +493,25 @@ def test_imix_loss_and_apply_params_reject_inconsistent_inputs():
         augment.apply_params(torch.rand(2, 3, 20, 24), p, 16)          # 2 images, parameters for 3
     with pytest.raises(ValueError, match="do not match parameters"):
         augment.apply_params(torch.rand(3, 3, 24, 20), p, 16)          # wrong source size
+
+
+@pytest.mark.parametrize("call, message", [
+    pytest.param(lambda: contrastive.info_nce(torch.randn(4, 8), torch.randn(3, 8)), r"got \(4, 8\) and \(3, 8\)",
+                 id="info-nce-shapes-differ"),
+    pytest.param(lambda: contrastive.sample_beta(0, 1.0), r"n must be >= 1, got 0", id="beta-no-draw"),
+    pytest.param(lambda: contrastive.mix(torch.rand(5)), r"expected a batch \(N, \.\.\.\), got shape \(5,\)",
+                 id="mix-1d-input"),
+    # cross_entropy would reject the short perm too, with its own ValueError
+    pytest.param(lambda: contrastive.imix_loss(torch.randn(4, 8), torch.randn(4, 8), torch.arange(3), 1.0),
+                 r"perm must have shape \(4,\), got \(3,\)", id="imix-perm-wrong-length"),
+    pytest.param(lambda: contrastive.augself_loss({}, {}, {}), r"weights is empty", id="augself-no-weights"),
+    pytest.param(lambda: contrastive.imix_loss(torch.randn(4, 8), torch.randn(4, 8), torch.arange(4),
+                                               torch.tensor([0.5, 0.5, 0.5, 1.25])),
+                 r"lam must lie in \[0, 1\], got \[1\.25\] \(at positions \[3\]\)", id="imix-lam-above-one"),
+    pytest.param(lambda: contrastive.augself_loss({"crop": torch.zeros(4, 4)}, {"crop": torch.zeros(4, 3)},
+                                                  {"crop": 1.0}),
+                 r"'crop': prediction shape \(4, 4\) != target shape \(4, 3\)", id="augself-shapes-differ"),
+])
+def test_contrastive_invalid_arguments_raise_value_errors_naming_the_value(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -1,6 +1,7 @@
 """helpers.clip (chapter 03): the symmetric contrastive loss, the clipped temperature, zero-shot classification,
 retrieval recall, the tokenizer and the Flickr8k loader."""
 
+import hashlib
 import math
 import shutil
 import zipfile
@@ -246,6 +247,23 @@ def test_tokenizer_rejects_bad_input():
         clip.WordTokenizer.fit(["a"], min_count=0)
 
 
+@pytest.mark.parametrize("call, message", [
+    pytest.param(lambda: clip.WordTokenizer(["dog", "cat", "dog"]), r"duplicate words: \['dog'\]", id="duplicate-words"),
+    pytest.param(lambda: clip.WordTokenizer.split(None), r"expected a str, got NoneType: None", id="split-none"),
+    pytest.param(lambda: clip.WordTokenizer.fit(["a dog"]).encode(["a dog", 7], context=8), r"got int: 7",
+                 id="encode-a-number"),
+])
+def test_tokenizer_invalid_arguments_raise_value_errors_naming_the_value(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_tokenizer_length_counts_the_specials_and_the_words():
+    assert len(clip.WordTokenizer()) == 4
+    tok = clip.WordTokenizer.fit(["A dog, a cat.", "the dog"])
+    assert len(tok) == len(tok.itos) == 4 + len({"a", "dog", "cat", "the"})
+
+
 def test_causal_encoder_pooled_at_eos_ignores_padding():
     torch.manual_seed(0)
     enc = Encoder(16, 2, 2, causal=True).eval()
@@ -373,3 +391,34 @@ def test_load_flickr8k_missing_names_both_layouts(data_dir, no_network):
         clip.load_flickr8k("test")
     msg = str(err.value)
     assert "Flickr8k_text.zip" in msg and "Flickr8k_Dataset.zip" in msg and "images/" in msg
+
+
+def _tiny_text_zip(root: Path, monkeypatch, members: dict) -> None:
+    """A stand-in for the official Flickr8k_text.zip holding ``members`` (name -> text), its MD5 the expected one."""
+    (root / "flickr8k").mkdir(parents=True, exist_ok=True)
+    path = root / "flickr8k" / "Flickr8k_text.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in members.items():
+            zf.writestr(name, text)
+    monkeypatch.setattr(clip, "_FLICKR8K_TEXT_ZIP", ("Flickr8k_text.zip", md5sum(path)))
+
+
+def test_load_flickr8k_official_text_zip_without_a_member_names_it(data_dir, monkeypatch, no_network):
+    _tiny_text_zip(data_dir, monkeypatch, {"readme.txt": "no captions here"})
+    with pytest.raises(ChecksumError, match=r"Flickr8k_text\.zip has no Flickr8k\.token\.txt"):
+        clip.load_flickr8k("test")
+
+
+def test_load_flickr8k_course_images_with_the_wrong_md5_are_refused(data_dir, monkeypatch, no_network):
+    """Two made-up images (whose MD5 cannot be the course's): the error names the MD5 found and the expected one."""
+    _tiny_text_zip(data_dir, monkeypatch, {
+        "Flickr8k.token.txt": "a.jpg#0\ta dog\nb.jpg#0\ta cat\n", "Flickr_8k.trainImages.txt": "a.jpg\n",
+        "Flickr_8k.devImages.txt": "b.jpg\n", "Flickr_8k.testImages.txt": "b.jpg\n"})
+    images = data_dir / "flickr8k" / "images"
+    images.mkdir()
+    (images / "a.jpg").write_bytes(b"first")
+    (images / "b.jpg").write_bytes(b"second")
+    found = hashlib.md5(b"firstsecond").hexdigest()                    # concatenated in name order
+    with pytest.raises(ChecksumError, match=f"have MD5 {found} .*expected {clip._FLICKR8K_IMAGES_MD5}"):
+        clip.load_flickr8k("test")
+    assert not list((data_dir.parent / "cache").rglob("flickr8k-*.pt"))   # nothing cached

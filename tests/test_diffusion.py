@@ -62,6 +62,12 @@ def test_schedule_tables_are_consistent(lin):
     assert torch.allclose(lin.snr, lin.alpha_bars / (1 - lin.alpha_bars))
 
 
+def test_schedule_repr_names_its_size_and_end_points():
+    s = D.Schedule(torch.tensor([0.1, 0.2]))
+    assert repr(s) == "Schedule(T=2, beta_1=0.1, beta_T=0.2, alpha_bar_T=0.72)"   # alpha_bar_T = 0.9 * 0.8
+    assert repr(s.to("cpu")) == repr(s)
+
+
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True])
 def test_bad_T_raises(bad):
     with pytest.raises(ValueError, match=str(bad)):
@@ -110,6 +116,45 @@ def test_bool_and_float_timesteps_are_rejected(lin):
                        lin.betas[[1, 0]].float())
 
 
+_X2 = torch.zeros(4, 2)
+_EYE2 = torch.eye(2)
+
+
+@pytest.mark.parametrize("call, message", [
+    pytest.param(lambda s: D.cosine_betas(10, s=-0.1), r"offset s must be >= 0, got -0.1", id="cosine-negative-offset"),
+    pytest.param(lambda s: D.cosine_betas(10, max_beta=1.0), r"max_beta must be in \(0, 1\), got 1.0",
+                 id="cosine-max-beta-one"),
+    pytest.param(lambda s: D.Schedule(torch.tensor([])), r"non-empty 1-D tensor, got tensor\(\[\]\)",
+                 id="schedule-empty"),
+    pytest.param(lambda s: D.gather(s.betas, torch.tensor([1, 2, 3]), _X2), r"shaped \(4,\), got shape \(3,\)",
+                 id="gather-timesteps-wrong-batch"),
+    pytest.param(lambda s: D.gather(s.betas, 0, torch.tensor(1.0)), r"batch dimension, got shape \(\)",
+                 id="gather-0d-x"),
+    pytest.param(lambda s: D.gather(s.betas, -1, _X2), r"timestep must lie in \[0, 999\], got -1",
+                 id="gather-int-step-negative"),   # values[-1] would silently read the last step
+    pytest.param(lambda s: D.gather(s.betas, 1000, _X2), r"timestep must lie in \[0, 999\], got 1000",
+                 id="gather-int-step-too-large"),
+    pytest.param(lambda s: D.ddpm_step(s, _X2, 5, _X2, clip=0.0), r"clip must be > 0 or None, got 0.0",
+                 id="ddpm-clip-zero"),
+    pytest.param(lambda s: D.ddim_sigma(s, 1000, 5, eta=0.0), r"t must lie in \[0, 999\], got 1000",
+                 id="ddim-sigma-t-too-large"),
+    pytest.param(lambda s: D.ddim_step(s, _X2, 5.0, 3, _X2), r"ddim_step takes int steps .*got t=5.0, t_prev=3",
+                 id="ddim-step-float-t"),      # without the check ddim_sigma raises a different ValueError
+    pytest.param(lambda s: D.ddim_step(s, _X2, 5, 3, _X2, clip=-1.0), r"clip must be > 0 or None, got -1.0",
+                 id="ddim-step-negative-clip"),
+    pytest.param(lambda s: D.gaussian_stats(torch.zeros(1, 3)), r"\(N >= 2, D\), got \(1, 3\)", id="stats-one-sample"),
+    pytest.param(lambda s: D.frechet_distance(torch.zeros(2), _EYE2, torch.zeros(3), _EYE2),
+                 r"mu2 must be shaped \(2,\) like mu1, got \(3,\)", id="frechet-mu2-shape"),
+    pytest.param(lambda s: D.frechet_distance(torch.zeros(1, 2), _EYE2, torch.zeros(2), _EYE2),
+                 r"mu1 must be a 1-D mean vector \(D,\), got shape \(1, 2\)", id="frechet-2d-mu1"),
+    pytest.param(lambda s: D.frechet_distance(torch.zeros(2), _EYE2, torch.zeros(2), torch.eye(3)),
+                 r"cov2 must be shaped \(2, 2\), got \(3, 3\)", id="frechet-cov2-shape"),
+])
+def test_invalid_arguments_raise_value_errors_naming_the_value(lin, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(lin)
+
+
 # ---------------------------------------------------------------- forward process
 
 
@@ -154,6 +199,16 @@ def test_q_sample_per_sample_timesteps_and_shapes(lin):
         ab = lin.alpha_bars[t[i]].float()
         assert torch.allclose(xt[i], ab.sqrt() * x0[i] + (1 - ab).sqrt() * eps[i], atol=1e-6)
     assert torch.allclose(D.predict_x0(lin, xt, t, eps), x0, atol=1e-3)
+
+
+def test_a_scalar_tensor_timestep_is_the_same_step_for_every_sample(lin):
+    x0 = torch.randn(3, 2, generator=torch.Generator().manual_seed(7))
+    eps = torch.randn(3, 2, generator=torch.Generator().manual_seed(8))
+    scalar = D.q_sample(lin, x0, torch.tensor(500), eps)          # a 0-d tensor: expanded to the batch
+    repeated = D.q_sample(lin, x0, torch.full((3,), 500), eps)
+    assert torch.equal(scalar, repeated)
+    assert torch.equal(scalar, D.q_sample(lin, x0, 500, eps))     # and the same as a Python int
+    assert not torch.equal(scalar, D.q_sample(lin, x0, torch.tensor(499), eps))
 
 
 def test_schedule_to_device_keeps_values(lin):

@@ -1,5 +1,7 @@
 """Tests of helpers.ff, the Forward-Forward algorithm of chapter 06."""
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -169,7 +171,7 @@ def test_threshold_and_temperature_scale_with_the_layer_width():
     net = ff.FFNet([20, 16, 8], theta_per_unit=1.5, tau_per_unit=0.5)
     assert [layer.theta for layer in net.layers] == [24.0, 12.0]
     assert [layer.tau for layer in net.layers] == [8.0, 4.0]
-    with pytest.raises(ValueError, match="-1"):
+    with pytest.raises(ValueError, match="theta_per_unit must be > 0, got -1"):   # FFNet's own check, not FFLayer's
         ff.FFNet([20, 16], theta_per_unit=-1)
     with pytest.raises(ValueError, match="-2"):
         ff.FFLayer(20, 16, tau=-2)
@@ -216,6 +218,24 @@ def test_predict_picks_the_label_with_the_highest_accumulated_goodness():
         ff.label_goodness(deep, x, skip_layers=3)
 
 
+def test_label_goodness_enters_the_autocast_context_once_per_layer():
+    net = _net()
+    x, _ = _batch(b=5)
+    entered = []
+
+    @contextlib.contextmanager
+    def counting():
+        entered.append(1)
+        yield
+
+    table = ff.label_goodness(net, x, autocast=counting)
+    assert len(entered) == len(net.layers)
+    torch.testing.assert_close(table, ff.label_goodness(net, x))   # a no-op context: the same numbers
+    bf16 = ff.label_goodness(net, x, autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, table)   # the layers really ran in bf16
+    torch.testing.assert_close(bf16, table, rtol=0.05, atol=0.5)
+
+
 # ----------------------------------------------------------------- training
 
 def test_training_is_deterministic_under_a_seed_and_separates_pos_from_neg():
@@ -253,6 +273,43 @@ def test_train_step_rejects_bad_input():
         ff.train_step(net, opts, x, x, peer=-0.5)
     with pytest.raises(ValueError, match="0"):
         ff.make_optimizers(net, lr=0)
+
+
+def _train_step(**kwargs):
+    net = _net()
+    x, _ = _batch()
+    return ff.train_step(net, ff.make_optimizers(net, lr=1e-3), x, x, **kwargs)
+
+
+@pytest.mark.parametrize("call, message", [
+    pytest.param(lambda: ff.normalize_length(torch.ones(2, 3), eps=0.0), r"eps must be > 0, got 0.0",
+                 id="normalize-eps-zero"),
+    pytest.param(lambda: ff.ff_loss(torch.ones(2, 1), torch.ones(3), theta=1.0),
+                 r"1-D, got shapes \(2, 1\) and \(3,\)", id="loss-2d-goodness"),
+    pytest.param(lambda: ff.embed_label(torch.zeros(4, 5), None, num_classes=11), r"\[2, D=5\], got 11",
+                 id="embed-more-classes-than-pixels"),
+    pytest.param(lambda: ff.embed_label(torch.zeros(4, 20), torch.tensor([0, 1, 2])), r"\(4,\), got \(3,\)",
+                 id="embed-labels-wrong-batch"),
+    pytest.param(lambda: ff.sample_negative_labels(torch.zeros(2, 2, dtype=torch.long)), r"1-D, got shape \(2, 2\)",
+                 id="negatives-2d-labels"),
+    pytest.param(lambda: ff.FFLayer(0, 4), r"got d_in=0, d_out=4", id="layer-zero-input"),
+    pytest.param(lambda: ff.FFLayer(4, 4, theta=-1.0), r"theta must be > 0, got -1.0", id="layer-negative-theta"),
+    pytest.param(lambda: ff.FFNet([20]), r"at least one layer, got \[20\]", id="net-no-layer"),
+    # FFLayer would reject tau = 0 too: the match names the FFNet argument
+    pytest.param(lambda: ff.FFNet([20, 8], tau_per_unit=0.0), r"tau_per_unit must be > 0, got 0.0",
+                 id="net-zero-tau-per-unit"),
+    # AdamW would reject it too, with its own message
+    pytest.param(lambda: ff.make_optimizers(_net(), lr=1e-3, weight_decay=-1.0), r"weight_decay must be >= 0, got -1.0",
+                 id="optimizers-negative-decay"),
+    pytest.param(lambda: _train_step(peer_momentum=1.0), r"peer_momentum must be in \[0, 1\), got 1.0",
+                 id="train-step-momentum-one"),
+    # range() would reject a zero step too, with its own message
+    pytest.param(lambda: ff.predict(_net(), _batch()[0], batch_size=0), r"batch_size must be >= 1, got 0",
+                 id="predict-zero-batch"),
+])
+def test_invalid_arguments_raise_value_errors_naming_the_value(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
 
 
 def test_train_step_uses_the_given_objective_and_stores_the_running_mean():

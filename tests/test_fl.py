@@ -1,6 +1,7 @@
 """helpers.fl (chapter 01): partitions, parallel local SGD, body-only aggregation."""
 
 import copy
+import numpy as np
 import pytest
 import torch
 
@@ -51,6 +52,16 @@ def test_shards_cover_every_sample_once_with_s_classes_each(k, s):
         assert torch.equal(cls, torch.nonzero(held[k_]).flatten())
     # each class is dealt to exactly shards_per_class clients
     assert (held.sum(0) == shards_per_class).all()
+
+
+def test_partition_sizes_count_each_clients_samples():
+    y_train, y_test = labels(20), labels(4)                         # 200 and 40 samples, 2 shards per class
+    part = fl.shard_partition(y_train, y_test, 10, 2, seed=0)
+    assert part.sizes().dtype == torch.int64
+    assert part.sizes().tolist() == [20] * 10 and part.sizes("test").tolist() == [4] * 10
+    uneven = fl.dirichlet_partition(labels(30), labels(6), 5, 0.5, seed=0, min_size=1)
+    assert torch.equal(uneven.sizes(), uneven.counts(labels(30)).sum(1))
+    assert torch.equal(uneven.sizes("test"), torch.tensor([len(p) for p in uneven.test]))
 
 
 def test_shards_uneven_class_sizes_still_cover_everything():
@@ -325,3 +336,54 @@ def test_label_counts_counts_and_rejects_labels_outside_the_classes():
         fl.label_counts(torch.tensor([0, 1, 5, 7]), [torch.arange(4)], 3)  # 5 and 7 would vanish from the counts
     with pytest.raises(ValueError, match="label -1"):
         fl.label_counts(torch.tensor([0, -1]), [torch.arange(2)], 3)
+
+
+def _local_sgd(toy, k: int = 2, batches=None, **kwargs):
+    """local_sgd on ``k`` copies of the toy model with batches for 2 clients (overridable)."""
+    model, images, y = toy
+    params = fl.broadcast(fl.params_of(model), k)
+    batches = torch.zeros(2, 1, 4, dtype=torch.long) if batches is None else batches
+    return fl.local_sgd(model, params, images, y, batches, **{"trainable": list(params), "lr": 0.1, "transform": tf,
+                                                              **kwargs})
+
+
+def _aggregate_without_head_bias(toy):
+    global_params = fl.params_of(toy[0])
+    local = {n: v for n, v in fl.broadcast(global_params, 3).items() if n != "head.bias"}
+    return fl.aggregate(global_params, local, torch.ones(3), list(global_params))
+
+
+@pytest.mark.parametrize("call, message", [
+    pytest.param(lambda toy: fl.Partition([torch.arange(2)], [torch.arange(1)], [torch.tensor([0])], 1).sizes("val"),
+                 r"'train' or 'test', got 'val'", id="partition-unknown-split"),
+    # without the check, every label would be "outside [0, 0)": a different ValueError
+    pytest.param(lambda toy: fl.label_counts(torch.tensor([0]), [torch.arange(1)], 0),
+                 r"num_classes must be >= 1, got 0", id="label-counts-no-classes"),
+    pytest.param(lambda toy: fl.shard_partition(torch.tensor([0, 1, -1, 1]), torch.tensor([0, 1]), 2, 1),
+                 r"negative class id -1", id="shards-negative-label"),
+    # unreachable through shard_partition (it checks classes_per_client <= classes); called directly
+    pytest.param(lambda toy: fl._deal_classes(3, 2, 1, np.random.default_rng(0), True, max_sweeps=3),
+                 r"could not deal 2 distinct classes to each of 3 clients from 1 classes", id="deal-impossible"),
+    # without the check, the empty retry loop would raise its own "no Dir(...) draw in 0 tries"
+    pytest.param(lambda toy: fl.dirichlet_partition(labels(10), labels(2), 5, 1.0, max_tries=0),
+                 r"max_tries must be >= 1, got 0", id="dirichlet-no-tries"),
+    pytest.param(lambda toy: fl.head_names(toy[0], prefix="fc."), r"no parameter starting with 'fc\.'",
+                 id="head-names-unknown-prefix"),
+    pytest.param(lambda toy: fl.broadcast(fl.params_of(toy[0]), 0), r"k must be >= 1, got 0", id="broadcast-zero"),
+    pytest.param(lambda toy: fl.stack([]), r"at least one parameter set", id="stack-empty"),
+    pytest.param(_aggregate_without_head_bias, r"client_params lacks \['head\.bias'\]", id="aggregate-missing-name"),
+    pytest.param(lambda toy: fl.client_batches([torch.arange(4)], 0, 2), r"got 0 and 2", id="client-batches-no-epoch"),
+    # torch.optim.SGD would reject an empty list too, with its own ValueError
+    pytest.param(lambda toy: _local_sgd(toy, trainable=[]), r"trainable is empty", id="local-sgd-nothing-trainable"),
+    # unpacking a 2-D shape would raise a different ValueError
+    pytest.param(lambda toy: _local_sgd(toy, batches=torch.zeros(2, 4, dtype=torch.long)),
+                 r"\(K, S, B\), got shape \(2, 4\)", id="local-sgd-2d-batches"),
+    # vmap would reject the mismatch too, with its own ValueError
+    pytest.param(lambda toy: _local_sgd(toy, k=3), r"params\['body\.0\.weight'\] has 3 clients, batches has 2",
+                 id="local-sgd-client-count-mismatch"),
+    # torch.optim.SGD would reject it too, with its own ValueError
+    pytest.param(lambda toy: _local_sgd(toy, lr=-0.1), r"got -0\.1, 0\.0, 0\.0", id="local-sgd-negative-lr"),
+])
+def test_invalid_arguments_raise_value_errors_naming_the_value(toy, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(toy)

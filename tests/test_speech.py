@@ -144,6 +144,14 @@ def test_real_fsdd_loads(monkeypatch):
     assert all(w.abs().max() <= 1 and w.ndim == 1 for w in d["waves"])
 
 
+def test_load_fsdd_rejects_a_recording_at_another_sample_rate(tmp_path, monkeypatch):
+    path = tmp_path / "0_george_0.wav"
+    S.write_wav(path, torch.zeros(160), 16000)
+    monkeypatch.setattr(S, "fsdd_files", lambda: [path])   # the MD5-checked file list, reduced to this one file
+    with pytest.raises(ValueError, match=r"0_george_0\.wav: sample rate 16000, expected 8000"):
+        S.load_fsdd()
+
+
 def test_phonemize():
     for word in S.DIGIT_WORDS:
         ids = S.phonemize(word)
@@ -348,3 +356,29 @@ def test_uniform_durations():
         assert sum(d) == t and len(d) == n and max(d) - min(d) <= 1
     with pytest.raises(ValueError, match="n_frames=2"):
         S.uniform_durations(3, 2)
+
+
+@pytest.mark.parametrize("call, message", [
+    pytest.param(lambda p: S.write_wav(p / "a.wav", torch.zeros(2, 10), 8000), r"1-D waveform, got shape \(2, 10\)",
+                 id="wav-2d"),
+    pytest.param(lambda p: S.write_wav(p / "a.wav", torch.zeros(10), 0), r"sample_rate must be >= 1, got 0",
+                 id="wav-zero-rate"),
+    pytest.param(lambda p: S.mel_filterbank(0, 256, 8000), r"got 0, 256, 8000", id="filterbank-no-mel"),
+    pytest.param(lambda p: S.stft_magnitude(torch.zeros(400), 64, 0), r"got hop=0, n_fft=64", id="stft-zero-hop"),
+    pytest.param(lambda p: S.log_mel(torch.zeros(400), S.mel_filterbank(8, 64, 8000), 64, 16, floor=0.0),
+                 r"floor must be > 0, got 0.0", id="log-mel-zero-floor"),
+    pytest.param(lambda p: S.mel_to_linear(torch.ones(10, 4), S.mel_filterbank(20, 128, 8000)),
+                 r"mel has 10 bands, fbank has 20", id="mel-to-linear-band-mismatch"),
+    pytest.param(lambda p: S.griffin_lim(torch.ones(10, 4), 64, 16), r"mag has 10 frequency bins, n_fft=64 needs 33",
+                 id="griffin-lim-bin-mismatch"),
+    pytest.param(lambda p: S.frame_pitch(torch.zeros(400), 8000, frame=100, hop=80),
+                 r"frame=100 must exceed the longest lag 134", id="pitch-frame-too-short"),
+    pytest.param(lambda p: S.SALN(0, 8), r"got 0, 8", id="saln-zero-width"),
+    pytest.param(lambda p: S.length_regulate(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.long), 4),
+                 r"h \(2, 3\) and durations \(2, 3\) do not fit", id="regulate-2d-h"),
+    pytest.param(lambda p: S.length_regulate(torch.zeros(1, 2, 3), torch.ones(1, 2, dtype=torch.long), 0),
+                 r"max_len must be >= 1, got 0", id="regulate-zero-max-len"),
+])
+def test_invalid_arguments_raise_value_errors_naming_the_value(tmp_path, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(tmp_path)

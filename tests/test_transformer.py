@@ -399,3 +399,39 @@ def test_bad_configs_raise():
         tr.MLP(4, 8, activation="tanh")
     with pytest.raises(ValueError, match="0"):
         tr.padding_mask(torch.tensor([3, 0]))
+
+
+def _head(d_x: int = 4, d_attn: int = 2, d_mid: int = 2):
+    """One head's (w_q, b_q, w_k, b_k, w_v, b_v) for d_x = d_z features."""
+    return (torch.ones(d_attn, d_x), torch.zeros(d_attn), torch.ones(d_attn, d_x), torch.zeros(d_attn),
+            torch.ones(d_mid, d_x), torch.zeros(d_mid))
+
+
+def _seq():
+    return torch.ones(4, 3)   # (d_x, l_x): 4 features, 3 tokens (made in the test's default dtype)
+
+
+@pytest.mark.parametrize("call, message", [
+    pytest.param(lambda: tr.mh_attention(_seq(), _seq(), [], torch.ones(4, 2), torch.zeros(4)),
+                 r"need at least one head, got 0", id="mh-attention-no-head"),
+    pytest.param(lambda: tr.mh_attention(_seq(), _seq(), [_head(), _head()], torch.ones(4, 3), torch.zeros(4)),
+                 r"W_o has shape \(4, 3\) but the stacked heads give 4 rows", id="mh-attention-wrong-w-o"),
+    pytest.param(lambda: tr.layer_norm(torch.ones(2, 5), torch.ones(4), torch.zeros(4)),
+                 r"e \(2, 5\), gamma \(4,\), beta \(4,\) do not fit", id="layer-norm-wrong-gamma"),
+    pytest.param(lambda: tr.MultiHeadAttention(8, 2, dropout=1.0), r"dropout must be in \[0, 1\), got 1.0",
+                 id="mha-dropout-one"),
+    pytest.param(lambda: tr.MultiHeadAttention(8, 2)(torch.ones(1, 3, 8), torch.ones(1, 2, 8)),
+                 r"self-attention takes no context", id="self-attention-given-context"),
+    pytest.param(lambda: tr.padding_mask(torch.tensor([3, 5]), max_len=4),
+                 r"max_len=4 is shorter than the longest sequence \(5\)", id="padding-mask-max-len-too-short"),
+    pytest.param(lambda: tr.Encoder(8, 0, 2), r"n_layer must be >= 1, got 0", id="encoder-no-layer"),
+    pytest.param(lambda: tr.GPTConfig(vocab_size=0), r"vocab_size must be >= 1, got 0", id="gpt-config-no-vocabulary"),
+    pytest.param(lambda: tr.GPTConfig(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0",
+                 id="gpt-config-dropout-one"),
+    pytest.param(lambda: tr.GPT(tr.GPTConfig(vocab_size=5, context=4, n_layer=1, n_head=1, d_model=4, dropout=0.0))
+                 .generate(torch.zeros(1, 1, dtype=torch.long), -1), r"n_new must be >= 0, got -1",
+                 id="generate-negative-count"),
+])
+def test_invalid_arguments_raise_value_errors_naming_the_value(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
