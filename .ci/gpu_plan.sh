@@ -73,8 +73,10 @@ ln -s "$root/.venv" "$work/tree/.venv"
 ln -s "$(cd .. && pwd)/shared" "$work/shared"
 kinds=$(cd .. && pwd)/.library/device/KINDS.md
 [ -f "$kinds" ] || { echo "gpu_plan: $kinds not found (it lists the GPU image's packages)"; exit 1; }
-grep -m1 '^nvidia-h100-x1, nvidia-h200: their image' "$kinds" | sed 's/.*Packages: //; s/\.$//' > "$work/image-packages.txt"
-[ -s "$work/image-packages.txt" ] || { echo "gpu_plan: no package list in $kinds"; exit 1; }
+# the line "<kinds>: their image, ... Packages: a, b, c." (its list of kinds has changed before: match any nvidia-h*)
+{ grep -m1 -E '^nvidia-h[^:]*: their image.*Packages: ' "$kinds" || true; } | sed 's/.*Packages: //; s/\.$//' \
+  > "$work/image-packages.txt"
+[ -s "$work/image-packages.txt" ] || { echo "gpu_plan: no line 'nvidia-h...: their image ... Packages: ...' in $kinds"; exit 1; }
 .venv/bin/python - "$work/image-packages.txt" "$work/image-site" <<'PY'
 """A folder of links to .venv's copies of exactly the packages the GPU image has."""
 import importlib.metadata as md, pathlib, re, sys
