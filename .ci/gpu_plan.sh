@@ -5,7 +5,9 @@
 #                                          emulated GPU image: a Python that sees only the packages the image has
 #                                          (../.library/device/KINDS.md, taken from .venv) and wheels for its own
 #                                          version. It catches a missing wheel, a too-large call, a staging step
-#                                          that does not hand over; not CUDA, not the device's Python 3.12.
+#                                          that does not hand over; not CUDA. REHEARSAL_VENV=DIR takes Python and
+#                                          packages from another venv instead of .venv (the device's versions:
+#                                          CONTRIBUTING.md, "Plans").
 # Each call must follow the previous one within the 30 s a warm machine waits (CONTRIBUTING.md, runbook).
 set -euo pipefail
 plan=${1:?usage: bash .ci/gpu_plan.sh PLAN [--rehearse]}
@@ -67,9 +69,10 @@ fi
 
 # ---- rehearsal: the same folders and commands, here, in an emulated image
 work=${REHEARSAL_DIR:-/tmp/gpu-rehearsal}
+venv=${REHEARSAL_VENV:-$root/.venv}
 rm -rf "$work" && mkdir -p "$work/tree" "$work/bin" "$work/out"
 git ls-files -z -co --exclude-standard | tar --null -T - -cf - | tar -x -C "$work/tree"
-ln -s "$root/.venv" "$work/tree/.venv"
+ln -s "$venv" "$work/tree/.venv"
 ln -s "$(cd .. && pwd)/shared" "$work/shared"
 kinds=$(cd .. && pwd)/.library/device/KINDS.md
 [ -f "$kinds" ] || { echo "gpu_plan: $kinds not found (it lists the GPU image's packages)"; exit 1; }
@@ -77,7 +80,7 @@ kinds=$(cd .. && pwd)/.library/device/KINDS.md
 { grep -m1 -E '^nvidia-h[^:]*: their image.*Packages: ' "$kinds" || true; } | sed 's/.*Packages: //; s/\.$//' \
   > "$work/image-packages.txt"
 [ -s "$work/image-packages.txt" ] || { echo "gpu_plan: no line 'nvidia-h...: their image ... Packages: ...' in $kinds"; exit 1; }
-.venv/bin/python - "$work/image-packages.txt" "$work/image-site" <<'PY'
+"$venv/bin/python" - "$work/image-packages.txt" "$work/image-site" <<'PY'
 """A folder of links to .venv's copies of exactly the packages the GPU image has."""
 import importlib.metadata as md, pathlib, re, sys
 norm = lambda s: re.sub(r"[-_.]+", "-", s).lower()
@@ -91,8 +94,8 @@ for dist in md.distributions():
         if src.exists() and not top.endswith(".pth") and not dst.exists():
             dst.symlink_to(src)
 PY
-base=$(.venv/bin/python -c 'import sys; print(sys._base_executable)')
-pyver=$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+base=$("$venv/bin/python" -c 'import sys; print(sys._base_executable)')
+pyver=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 "$base" -m venv --without-pip "$work/py"
 echo "$work/image-site" > "$("$work/py/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/image.pth"
 printf '#!/bin/sh\nexec %s "$@"\n' "$work/py/bin/python" > "$work/bin/python3" && chmod +x "$work/bin/python3"
