@@ -12,6 +12,8 @@
 set -euo pipefail
 plan=${1:?usage: bash .ci/gpu_plan.sh PLAN [--rehearse]}
 mode=${2:-}
+# REHEARSAL_VENV counts from the caller's folder: make it absolute before the cd below (it becomes a link)
+venv=${REHEARSAL_VENV:-}; [ -z "$venv" ] || venv=$(cd "$venv" 2>/dev/null && pwd || echo "$venv")
 root=$(git rev-parse --show-toplevel); cd "$root"
 LIMIT_MIB=64
 unset PIP_FIND_LINKS; export PIP_CONFIG_FILE=/dev/null   # wheels from PyPI, as on a fresh machine (.ci/run)
@@ -69,7 +71,8 @@ fi
 
 # ---- rehearsal: the same folders and commands, here, in an emulated image
 work=${REHEARSAL_DIR:-/tmp/gpu-rehearsal}
-venv=${REHEARSAL_VENV:-$root/.venv}
+venv=${venv:-$root/.venv}
+[ -x "$venv/bin/python" ] || { echo "gpu_plan: no $venv/bin/python (REHEARSAL_VENV names a venv; default .venv)"; exit 1; }
 rm -rf "$work" && mkdir -p "$work/tree" "$work/bin" "$work/out"
 git ls-files -z -co --exclude-standard | tar --null -T - -cf - | tar -x -C "$work/tree"
 ln -s "$venv" "$work/tree/.venv"
